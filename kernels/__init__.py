@@ -1,0 +1,72 @@
+"""Array-in, array-out kernels: the bottom floor of minifit. Never imports minifit.
+
+Three implementations of one API:
+  kernels.reference  plain NumPy, the definition the tests hold the others to;
+  kernels.cpu        Numba ``@njit`` (parallel, cached) for NumPy arrays;
+  kernels.cuda       numba.cuda kernels for CUDA device arrays.
+
+The functions exported here pick the implementation from the type of their first array
+argument (a NumPy array runs on the CPU, a CUDA device array on the GPU): the one
+dispatch point. Layout is NCHW; ``stride`` / ``pad`` / ``kernel`` are (h, w) pairs.
+
+API (every implementation provides every name):
+  im2col(x, kernel, stride, pad) -> cols (N, C*kh*kw, OH*OW)
+  col2im(cols, x_shape, kernel, stride, pad) -> x (N, C, H, W)   (sums overlaps)
+  conv2d_forward(x, w, b, stride, pad) -> y (N, O, OH, OW)        (b may be None)
+  conv2d_backward(dy, x, w, stride, pad, need_dx) -> (dx | None, dw, db)
+  maxout_forward(x, pieces) -> (y, arg)   x: (N, C*pieces, ...), y: (N, C, ...), arg uint8
+  maxout_backward(dy, arg, pieces) -> dx
+  maxpool2d_forward(x, kernel, stride, ceil_mode) -> (y, arg)   arg: int32 flat h*W+w
+  maxpool2d_backward(dy, arg, x_shape) -> dx                    (a tie: one element)
+  maxout_pool_forward(x, pieces, kernel, stride, ceil_mode) -> (y, arg)  fused maxout+pool
+  maxout_pool_backward(dy, arg, x_shape, pieces) -> dx
+  global_avg_pool_forward(x) -> (N, C);  global_avg_pool_backward(dy, x_shape) -> dx
+  batch_norm_forward(x, gamma, beta, eps) -> (y, mean, invstd)  stats over all axes but 1
+  batch_norm_backward(dy, x, gamma, mean, invstd) -> (dx, dgamma, dbeta)
+  batch_norm_inference(x, gamma, beta, running_mean, running_var, eps) -> y
+  relu_forward(x) -> y;  relu_backward(dy, y) -> dx
+  dropout_mask(shape, p, seed, dtype) -> mask with entries 0 or 1/(1-p)
+"""
+from __future__ import annotations
+
+from .shapes import conv_output_size, pool_output_size, pair  # noqa: F401
+
+_API = (
+    "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+    "maxout_forward", "maxout_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "maxout_pool_forward", "maxout_pool_backward",
+    "global_avg_pool_forward", "global_avg_pool_backward",
+    "batch_norm_forward", "batch_norm_backward", "batch_norm_inference",
+    "relu_forward", "relu_backward", "dropout_mask",
+)
+
+
+def is_device_array(a) -> bool:
+    """True for a CUDA device array (anything exposing __cuda_array_interface__ that is
+    not a NumPy array)."""
+    import numpy as np
+    return hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
+
+
+def backend(a):
+    """The implementation module for array ``a``: kernels.cuda for device arrays,
+    kernels.cpu otherwise."""
+    if is_device_array(a):
+        from . import cuda
+        return cuda
+    from . import cpu
+    return cpu
+
+
+def _dispatching(name):
+    def call(first, *args, **kwargs):
+        return getattr(backend(first), name)(first, *args, **kwargs)
+    call.__name__ = name
+    call.__doc__ = f"Dispatch ``{name}`` on the type of the first argument (cpu or cuda)."
+    return call
+
+
+for _name in _API:
+    if _name != "dropout_mask":
+        globals()[_name] = _dispatching(_name)
+del _name

@@ -1,0 +1,4 @@
+"""minifit: knowledge distillation for thin deep networks, from scratch on NumPy + Numba."""
+__version__ = "0.1.0"
+
+from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad  # noqa: E402,F401
