@@ -70,3 +70,8 @@ for _name in _API:
     if _name != "dropout_mask":
         globals()[_name] = _dispatching(_name)
 del _name
+
+
+def dropout_mask(shape, p, seed, dtype, like=None):
+    """Dropout mask on the target of ``like`` (default: the CPU)."""
+    return backend(like).dropout_mask(shape, p, seed, dtype)

@@ -1,0 +1,9 @@
+"""Differentiable ops on Tensors. Each op computes its output with a kernel or NumPy and
+returns it with its backward closure beside it (see minifit.tensor)."""
+from .activation import dropout, log_softmax, relu, softmax  # noqa: F401
+from .basic import (abs, add, concatenate, div, flatten, getitem, matmul, mean, mul,  # noqa: F401,A004
+                    reshape, sub, sum)
+from .conv import conv2d, linear  # noqa: F401
+from .loss import cross_entropy  # noqa: F401
+from .norm import batch_norm  # noqa: F401
+from .pool import global_avg_pool2d, max_pool2d, maxout, maxout_pool2d, output_hw  # noqa: F401

@@ -1,0 +1,366 @@
+"""Layers. A Module owns Parameters, buffers and child modules; Sequential keeps named
+layers in order, so "run up to the hint layer" is a slice by name."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import functional as F
+from . import random as mrandom
+from .tensor import Tensor, as_tensor
+
+
+class Parameter(Tensor):
+    """A trainable tensor.
+
+    lr_scale: multiplies the optimizer's learning rate for this parameter.
+    max_norm: after each update, every slice along axis 0 (one output unit's kernel or
+    weight row, all inputs x kh x kw) is rescaled to L2 norm <= max_norm (None: off).
+    """
+
+    __slots__ = ("lr_scale", "max_norm")
+
+    def __init__(self, data, lr_scale: float = 1.0, max_norm: float | None = None):
+        super().__init__(data, requires_grad=True)
+        self.lr_scale = lr_scale
+        self.max_norm = max_norm
+
+    def apply_max_norm(self):
+        if self.max_norm is None:
+            return
+        d = self.data
+        axes = tuple(range(1, d.ndim))
+        norms = np.sqrt((d.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
+        scale = np.minimum(1.0, self.max_norm / np.maximum(norms, 1e-12))
+        d *= scale.astype(d.dtype)
+
+
+def uniform(shape, irange, dtype=np.float32):
+    """U(-irange, irange), as the paper's configs initialise every layer."""
+    return mrandom.generator().uniform(-irange, irange, size=shape).astype(dtype)
+
+
+def he_normal(shape, fan_in, dtype=np.float32):
+    """N(0, 2 / fan_in): He et al. init for ReLU networks."""
+    return (mrandom.generator().standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+class Module:
+    """Base class: assigning a Parameter, a Module or (via register_buffer) an array to an
+    attribute registers it, in order."""
+
+    def __init__(self):
+        object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            self._params[name] = value
+        elif isinstance(value, Module):
+            self._children[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, array):
+        self._buffers[name] = name
+        object.__setattr__(self, name, array)
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # -- traversal ---------------------------------------------------------
+    def children(self):
+        return list(self._children.values())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def named_parameters(self, prefix=""):
+        for mod_name, mod in self.named_modules(prefix):
+            for name, p in mod._params.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        for mod_name, mod in self.named_modules():
+            for name in mod._buffers:
+                yield (f"{mod_name}.{name}" if mod_name else name), mod, name
+
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.parameters()))
+
+    # -- modes and state ---------------------------------------------------
+    def train(self, mode: bool = True):
+        for _, m in self.named_modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def state_dict(self) -> dict:
+        state = {name: p.data.copy() for name, p in self.named_parameters()}
+        for name, mod, attr in self.named_buffers():
+            state[name] = np.array(getattr(mod, attr), copy=True)
+        return state
+
+    def load_state_dict(self, state: dict, strict: bool = True):
+        own = dict(self.named_parameters())
+        buffers = {name: (mod, attr) for name, mod, attr in self.named_buffers()}
+        missing = [k for k in list(own) + list(buffers) if k not in state]
+        unexpected = [k for k in state if k not in own and k not in buffers]
+        if strict and (missing or unexpected):
+            raise ValueError(f"load_state_dict: the state does not fit this model: missing {missing[:5]}"
+                             f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                             f"{'...' if len(unexpected) > 5 else ''}")
+        for name, p in own.items():
+            if name in state:
+                value = np.asarray(state[name])
+                if value.shape != p.shape:
+                    raise ValueError(f"load_state_dict: {name} has shape {p.shape} in the model "
+                                     f"but {value.shape} in the state")
+                p.data = value.astype(p.dtype, copy=True)
+        for name, (mod, attr) in buffers.items():
+            if name in state:
+                object.__setattr__(mod, attr, np.array(state[name], copy=True))
+        return self
+
+    def to(self, dtype=None):
+        """Cast every parameter and floating buffer to ``dtype`` (e.g. np.float64 for checks)."""
+        if dtype is not None:
+            for p in self.parameters():
+                p.data = p.data.astype(dtype)
+                p.grad = None
+            for _, mod, attr in self.named_buffers():
+                object.__setattr__(mod, attr, np.asarray(getattr(mod, attr)).astype(dtype))
+        return self
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def apply_constraints(self):
+        for p in self.parameters():
+            p.apply_max_norm()
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._children.items():
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines) + ")" if len(lines) > 1 else lines[0] + ")"
+
+
+class Sequential(Module):
+    """Named layers run in order. Sequential(("h0", layer), ("h1", layer), ...) or
+    Sequential(layer, layer) (named "0", "1", ...).
+
+    forward(x, upto="h3") stops after layer h3; ``seq[:"h3"]`` (inclusive) and
+    ``seq["h4":]`` are Sequentials sharing the same layer objects.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, item in enumerate(layers):
+            name, layer = item if isinstance(item, tuple) else (str(i), item)
+            if not isinstance(layer, Module):
+                raise ValueError(f"Sequential: layer {name!r} is a {type(layer).__name__}, not a Module")
+            if name in self._children:
+                raise ValueError(f"Sequential: duplicate layer name {name!r}")
+            setattr(self, name, layer)
+
+    @property
+    def names(self):
+        return list(self._children)
+
+    def index(self, name) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ValueError(f"no layer named {name!r}; layers are {self.names}") from None
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            names = self.names
+            start = 0 if key.start is None else (self.index(key.start) if isinstance(key.start, str) else key.start)
+            # a string stop is inclusive: model[:"h3"] is the layers up to and with h3
+            stop = len(names) if key.stop is None else (
+                self.index(key.stop) + 1 if isinstance(key.stop, str) else key.stop)
+            return Sequential(*[(n, self._children[n]) for n in names[start:stop]])
+        if isinstance(key, int):
+            return self._children[self.names[key]]
+        self.index(key)
+        return self._children[key]
+
+    def __len__(self):
+        return len(self._children)
+
+    def __iter__(self):
+        return iter(self._children.items())
+
+    def forward(self, x, upto: str | None = None):
+        if upto is not None:
+            self.index(upto)
+        for name, layer in self._children.items():
+            x = layer(x)
+            if name == upto:
+                break
+        return x
+
+
+class Linear(Module):
+    """y = x W^T + b, W: (out, in). init: 'uniform' (U(-irange, irange)) or 'he'."""
+
+    def __init__(self, in_features, out_features, bias=True, irange=0.005, init="uniform",
+                 max_col_norm=None, dtype=np.float32):
+        super().__init__()
+        shape = (out_features, in_features)
+        w = he_normal(shape, in_features, dtype) if init == "he" else uniform(shape, irange, dtype)
+        self.weight = Parameter(w, max_norm=max_col_norm)
+        if bias:
+            self.bias = Parameter(np.zeros(out_features, dtype))
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self._params.get("bias"))
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}"
+
+
+class MaxoutLinear(Linear):
+    """Fully-connected maxout: units*pieces linear outputs, max over each group of pieces."""
+
+    def __init__(self, in_features, units, pieces, irange=0.005, max_col_norm=None, dtype=np.float32):
+        super().__init__(in_features, units * pieces, irange=irange, max_col_norm=max_col_norm, dtype=dtype)
+        self.units, self.pieces = units, pieces
+
+    def forward(self, x):
+        x = as_tensor(x)
+        if x.ndim > 2:
+            x = F.flatten(x)
+        return F.maxout(super().forward(x), self.pieces)
+
+    def extra_repr(self):
+        return f"{self.in_features}, units={self.units}, pieces={self.pieces}"
+
+
+class Conv2d(Module):
+    """Convolution with one bias per output map. W: (out, in, k, k)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 irange=0.005, init="uniform", max_kernel_norm=None, dtype=np.float32):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        shape = (out_channels, in_channels, kh, kw)
+        fan_in = in_channels * kh * kw
+        w = he_normal(shape, fan_in, dtype) if init == "he" else uniform(shape, irange, dtype)
+        self.weight = Parameter(w, max_norm=max_kernel_norm)
+        if bias:
+            self.bias = Parameter(np.zeros(out_channels, dtype))
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self._params.get("bias"), self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class MaxoutConv2d(Conv2d):
+    """pylearn2's maxout conv layer: zero-pad, convolve to channels*pieces maps (one bias
+    per map), max over each group of ``pieces`` consecutive maps, then max-pool with a
+    ``pool`` window and ``pool_stride`` (ceil rounding, as pylearn2; pool=1: none)."""
+
+    def __init__(self, in_channels, channels, pieces, kernel_size, padding=0, pool=1, pool_stride=1,
+                 irange=0.005, max_kernel_norm=None, ceil_mode=True, dtype=np.float32):
+        super().__init__(in_channels, channels * pieces, kernel_size, 1, padding, irange=irange,
+                         max_kernel_norm=max_kernel_norm, dtype=dtype)
+        self.channels, self.pieces = channels, pieces
+        self.pool, self.pool_stride, self.ceil_mode = pool, pool_stride, ceil_mode
+
+    def forward(self, x):
+        z = super().forward(x)
+        if self.pool in (1, (1, 1)):
+            return F.maxout(z, self.pieces)
+        return F.maxout_pool2d(z, self.pieces, self.pool, self.pool_stride, self.ceil_mode)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.channels}x{self.pieces}, kernel_size={self.kernel_size}, "
+                f"padding={self.padding}, pool={self.pool}/{self.pool_stride}")
+
+
+class _BatchNorm(Module):
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):
+        super().__init__()
+        self.weight = Parameter(np.ones(num_features, dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype))
+        self.register_buffer("running_mean", np.zeros(num_features, dtype))
+        self.register_buffer("running_var", np.ones(num_features, dtype))
+        self.num_features, self.momentum, self.eps = num_features, momentum, eps
+
+    def forward(self, x):
+        return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                            self.training, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return str(self.num_features)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W), statistics per channel."""
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C), statistics per feature."""
+
+
+class Dropout(Module):
+    """Inverted dropout with drop probability p (pylearn2's include_prob = 1 - p)."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, ceil_mode=False):
+        super().__init__()
+        self.kernel_size, self.stride, self.ceil_mode = kernel_size, stride, ceil_mode
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.ceil_mode)
+
+
+class GlobalAvgPool2d(Module):
+    def forward(self, x):
+        return F.global_avg_pool2d(x)
+
+
+class Flatten(Module):
+    def forward(self, x):
+        return F.flatten(x)
