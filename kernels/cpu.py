@@ -1,12 +1,825 @@
-"""CPU kernels (temporary: re-exports the NumPy reference until the Numba versions land)."""
+"""CPU kernels: Numba (``@njit(cache=True)``, parallel where it pays) + BLAS GEMMs.
+
+Same API and semantics as ``kernels.reference`` (the tests hold this module to it). Every
+public function validates its arguments with one shared helper (``_check``) and raises a
+ValueError naming the function, the expected and the given shapes/dtypes, never a Numba
+typing error. All float arrays of one call must share one dtype, float32 or float64.
+
+Memory layout (values are always NCHW-indexed NumPy arrays, only the strides differ):
+  * Kernels accept any strides. Internally each 4-D array is handled in one of two
+    canonical layouts: plain C-contiguous NCHW, or "CNHW" = ``a.transpose(1, 0, 2, 3)``
+    is C-contiguous (channel planes of the whole batch are adjacent). Anything else is
+    copied to C order first.
+  * conv2d_forward returns a CNHW-layout array (the GEMM ``W @ cols`` produces it with
+    no transposing copy); conv2d_backward returns dx in CNHW layout and takes dy in any
+    layout (CNHW avoids a copy). maxout / maxpool / maxout_pool forward keep the input's
+    layout; their backward functions return 4-D dx in CNHW layout (what the conv below
+    consumes). So a maxout-conv stack never transposes between layers.
+  * Callers must therefore not assume C-contiguity of results: use ``np.ascontiguousarray``
+    if you need it (``reshape`` already copies when it must).
+
+Encodings (identical to the reference):
+  maxout arg        uint8 piece index within the group, first max wins;
+  maxpool arg       int32 flat ``h * W + w`` into the input plane;
+  maxout_pool arg   int32 ``(piece * H + h) * W + w`` over the pre-maxout group planes.
+NaNs are not propagated by the max kernels (a NaN never wins a comparison).
+"""
 from __future__ import annotations
 
-from .reference import *  # noqa: F401,F403
-from .reference import (  # noqa: F401
-    im2col, col2im, conv2d_forward, conv2d_backward,
-    maxout_forward, maxout_backward,
-    maxpool2d_forward, maxpool2d_backward, maxout_pool_forward, maxout_pool_backward,
-    global_avg_pool_forward, global_avg_pool_backward,
-    batch_norm_forward, batch_norm_backward, batch_norm_inference,
-    relu_forward, relu_backward, dropout_mask,
-)
+import numpy as np
+from numba import njit, prange
+
+from . import reference as _ref
+from .shapes import conv_output_size, pair, pool_output_size
+
+__all__ = list(_ref.__all__)
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# im2col chunk: at most this many elements in the (C*kh*kw, chunk*OH*OW) column buffer.
+_CHUNK_ELEMS = 1 << 22
+
+
+# =========================================================================== validation
+class _Spec:
+    """One argument to check: name, value, shape pattern, required dtype kind.
+
+    pattern: tuple of dimension names (str: bound on first sight, must agree after),
+    ints (exact) or None (any); a trailing "..." allows any further dims. A name may
+    carry an arithmetic relation via the ``derived`` dict of _check."""
+    __slots__ = ("name", "value", "pattern", "kind")
+
+    def __init__(self, name, value, pattern, kind="float"):
+        self.name, self.value, self.pattern, self.kind = name, value, pattern, kind
+
+
+def _fmt_pattern(pattern, bound):
+    out = []
+    for p in pattern:
+        if p == "...":
+            out.append("...")
+        elif isinstance(p, str):
+            out.append(f"{p}={bound[p][0]}" if p in bound else p)
+        else:
+            out.append(str(p))
+    return "(" + ", ".join(out) + (",)" if len(out) == 1 else ")")
+
+
+def _check(fname, specs, bound=None):
+    """Validate arrays against shape patterns and dtypes. Returns (bound dims dict
+    name -> int, float dtype). Raises ValueError naming ``fname``, the expected and the
+    given shapes. ``bound``: pre-bound dims {name: (value, source description)}."""
+    bound = dict(bound or {})
+    fdtype, fsrc = None, None
+    for s in specs:
+        a = s.value
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{fname}: {s.name} must be a NumPy array, got {type(a).__name__}")
+        if s.kind == "float":
+            if a.dtype not in _FLOATS:
+                raise ValueError(f"{fname}: {s.name} must be float32 or float64, got {a.dtype}")
+            if fdtype is None:
+                fdtype, fsrc = a.dtype, s.name
+            elif a.dtype != fdtype:
+                raise ValueError(f"{fname}: mixed dtypes: {fsrc} is {fdtype} but {s.name} is "
+                                 f"{a.dtype} (all float arrays must share one dtype)")
+        elif s.kind == "int":
+            if a.dtype.kind not in "iu":
+                raise ValueError(f"{fname}: {s.name} must be an integer array, got {a.dtype}")
+        pat = s.pattern
+        varargs = len(pat) > 0 and pat[-1] == "..."
+        fixed = pat[:-1] if varargs else pat
+        if (a.ndim < len(fixed)) if varargs else (a.ndim != len(fixed)):
+            raise ValueError(f"{fname}: {s.name} must have shape {_fmt_pattern(pat, bound)}, "
+                             f"got {a.shape} ({a.ndim}-d)")
+        for d, p in enumerate(fixed):
+            size = a.shape[d]
+            if p is None:
+                continue
+            if isinstance(p, str):
+                if p in bound:
+                    if bound[p][0] != size:
+                        raise ValueError(
+                            f"{fname}: {s.name} must have shape {_fmt_pattern(pat, bound)} "
+                            f"({p}={bound[p][0]} from {bound[p][1]}), got {a.shape}")
+                else:
+                    bound[p] = (size, f"{s.name} {a.shape}")
+            elif p != size:
+                raise ValueError(f"{fname}: {s.name} must have shape {_fmt_pattern(pat, bound)}, "
+                                 f"got {a.shape}")
+    return {k: v[0] for k, v in bound.items()}, fdtype
+
+
+def _shape4(fname, name, shape):
+    try:
+        t = tuple(int(v) for v in shape)
+    except TypeError:
+        raise ValueError(f"{fname}: {name} must be a shape (N, C, H, W), got {shape!r}") from None
+    if len(t) != 4 or min(t) <= 0:
+        raise ValueError(f"{fname}: {name} must be a shape (N, C, H, W) of positive ints, got {shape!r}")
+    return t
+
+
+def _geom(fname, kernel, stride, pad=(0, 0)):
+    try:
+        kh, kw = pair(kernel, "kernel")
+        sh, sw = pair(stride, "stride")
+        ph, pw = pair(pad, "pad")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{fname}: {e}") from None
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise ValueError(f"{fname}: need kernel >= 1, stride >= 1, pad >= 0; got kernel "
+                         f"{(kh, kw)}, stride {(sh, sw)}, pad {(ph, pw)}")
+    return kh, kw, sh, sw, ph, pw
+
+
+def _conv_out(fname, h, w, kh, kw, sh, sw, ph, pw):
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{fname}: kernel {(kh, kw)} with pad {(ph, pw)} does not fit the "
+                         f"input plane {(h, w)}")
+    return oh, ow
+
+
+def _pool_out(fname, h, w, kh, kw, sh, sw, ceil_mode):
+    try:
+        return pool_output_size(h, kh, sh, ceil_mode), pool_output_size(w, kw, sw, ceil_mode)
+    except ValueError as e:
+        raise ValueError(f"{fname}: {e} (input plane {(h, w)}, kernel {(kh, kw)})") from None
+
+
+def _pieces(fname, pieces, channels):
+    pieces = int(pieces)
+    if pieces < 1 or pieces > 255:
+        raise ValueError(f"{fname}: pieces must be in 1..255, got {pieces}")
+    if channels % pieces:
+        raise ValueError(f"{fname}: channels {channels} not divisible by pieces {pieces}")
+    return pieces
+
+
+# =========================================================================== layouts
+def _canon(a):
+    """-> (buf, cfirst): buf is C-contiguous and equals ``a`` (cfirst False) or
+    ``a.swapaxes(0, 1)`` (cfirst True)."""
+    if a.flags.c_contiguous:
+        return a, False
+    t = a.swapaxes(0, 1)
+    if t.flags.c_contiguous:
+        return t, True
+    return np.ascontiguousarray(a), False
+
+
+def _uncanon(buf, cfirst):
+    return buf.swapaxes(0, 1) if cfirst else buf
+
+
+@njit(inline="always")
+def _pl(buf, cf, n, c):
+    """Plane (n, c) of a canonical buffer."""
+    return buf[c, n] if cf else buf[n, c]
+
+
+# =========================================================================== im2col / col2im
+@njit(parallel=True, cache=True)
+def _im2col_k(xb, xcf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, out, okf):
+    """Columns of samples n0..n0+nb-1 into out: (K, nb', P) if okf else (nb', K, P)
+    (rows k = c*kh*kw + i*kw + j, position p = a*ow + b)."""
+    C = xb.shape[0] if xcf else xb.shape[1]
+    H = xb.shape[2]
+    W = xb.shape[3]
+    khw = kh * kw
+    K = C * khw
+    for t in prange(K * nb):
+        k = t // nb
+        n = t - k * nb
+        c = k // khw
+        r = k - c * khw
+        i = r // kw
+        j = r - i * kw
+        plane = _pl(xb, xcf, n0 + n, c)
+        row = out[k, n] if okf else out[n, k]
+        # valid output columns b: 0 <= b*sw + j - pw < W
+        b_lo = 0
+        if pw > j:
+            b_lo = (pw - j + sw - 1) // sw
+        b_hi = (W - 1 + pw - j) // sw + 1
+        if b_hi > ow:
+            b_hi = ow
+        if b_hi < b_lo:
+            b_hi = b_lo
+        for a in range(oh):
+            hh = a * sh + i - ph
+            base = a * ow
+            if hh < 0 or hh >= H:
+                for b in range(ow):
+                    row[base + b] = 0
+            else:
+                for b in range(b_lo):
+                    row[base + b] = 0
+                if sw == 1:
+                    off = j - pw
+                    for b in range(b_lo, b_hi):
+                        row[base + b] = plane[hh, b + off]
+                else:
+                    for b in range(b_lo, b_hi):
+                        row[base + b] = plane[hh, b * sw + j - pw]
+                for b in range(b_hi, ow):
+                    row[base + b] = 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im_k(cols, ckf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, dxb, dcf):
+    """Sum columns (K, nb', P) if ckf else (nb', K, P) into planes of samples n0.. of dx
+    (overwrites those planes)."""
+    C = dxb.shape[0] if dcf else dxb.shape[1]
+    H = dxb.shape[2]
+    W = dxb.shape[3]
+    khw = kh * kw
+    for t in prange(nb * C):
+        n = t // C
+        c = t - n * C
+        plane = _pl(dxb, dcf, n0 + n, c)
+        plane[:, :] = 0
+        for i in range(kh):
+            for j in range(kw):
+                k = c * khw + i * kw + j
+                row = cols[k, n] if ckf else cols[n, k]
+                b_lo = 0
+                if pw > j:
+                    b_lo = (pw - j + sw - 1) // sw
+                b_hi = (W - 1 + pw - j) // sw + 1
+                if b_hi > ow:
+                    b_hi = ow
+                for a in range(oh):
+                    hh = a * sh + i - ph
+                    if hh < 0 or hh >= H:
+                        continue
+                    base = a * ow
+                    for b in range(b_lo, b_hi):
+                        plane[hh, b * sw + j - pw] += row[base + b]
+
+
+def im2col(x, kernel, stride=1, pad=0):
+    fn = "im2col"
+    d, dt = _check(fn, [_Spec("x", x, ("N", "C", "H", "W"))])
+    kh, kw, sh, sw, ph, pw = _geom(fn, kernel, stride, pad)
+    oh, ow = _conv_out(fn, d["H"], d["W"], kh, kw, sh, sw, ph, pw)
+    n, c = d["N"], d["C"]
+    xb, xcf = _canon(x)
+    out = np.empty((n, c * kh * kw, oh * ow), dtype=dt)
+    _im2col_k(xb, xcf, 0, n, kh, kw, sh, sw, ph, pw, oh, ow, out, False)
+    return out
+
+
+def col2im(cols, x_shape, kernel, stride=1, pad=0):
+    fn = "col2im"
+    n, c, h, w = _shape4(fn, "x_shape", x_shape)
+    kh, kw, sh, sw, ph, pw = _geom(fn, kernel, stride, pad)
+    oh, ow = _conv_out(fn, h, w, kh, kw, sh, sw, ph, pw)
+    _, dt = _check(fn, [_Spec("cols", cols, (n, c * kh * kw, oh * ow))])
+    cb, ckf = _canon(cols)
+    dx = np.empty((n, c, h, w), dtype=dt)
+    _col2im_k(cb, ckf, 0, n, kh, kw, sh, sw, ph, pw, oh, ow, dx, False)
+    return dx
+
+
+# =========================================================================== conv
+def _chunk(n, k, p):
+    return max(1, min(n, _CHUNK_ELEMS // max(1, k * p)))
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    fn = "conv2d_forward"
+    specs = [_Spec("x", x, ("N", "C", "H", "W")), _Spec("w", w, ("O", "C", "kh", "kw"))]
+    if b is not None:
+        specs.append(_Spec("b", b, ("O",)))
+    d, dt = _check(fn, specs)
+    n, c, h, wd, o, kh, kw = d["N"], d["C"], d["H"], d["W"], d["O"], d["kh"], d["kw"]
+    _, _, sh, sw, ph, pw = _geom(fn, (kh, kw), stride, pad)
+    oh, ow = _conv_out(fn, h, wd, kh, kw, sh, sw, ph, pw)
+    p = oh * ow
+    k = c * kh * kw
+    xb, xcf = _canon(x)
+    w2 = w.reshape(o, k)
+    kb = k
+    if b is not None:  # fold the bias into the GEMM: a row of ones in cols
+        w2 = np.concatenate([w2, b.reshape(o, 1)], axis=1)
+        kb = k + 1
+    else:
+        w2 = np.ascontiguousarray(w2)
+    y = np.empty((o, n * p), dtype=dt)
+    nb = _chunk(n, kb, p)
+    cols = np.empty((kb, nb, p), dtype=dt)
+    if b is not None:
+        cols[k] = 1
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        _im2col_k(xb, xcf, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, cols, True)
+        c2 = cols.reshape(kb, nb * p)[:, :m * p]
+        np.matmul(w2, c2, out=y[:, n0 * p:(n0 + m) * p])
+    return y.reshape(o, n, oh, ow).swapaxes(0, 1)
+
+
+@njit(parallel=True, cache=True)
+def _to_cfirst(src, dst):
+    """dst (C, N, M) = src (N, C, M) transposed."""
+    N, C, M = src.shape
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        dst[c, n, :] = src[n, c, :]
+
+
+def _as_cfirst(a):
+    """4-D a -> C-contiguous (C, N, H*W) buffer holding a.swapaxes(0, 1)."""
+    n, c, h, w = a.shape
+    t = a.swapaxes(0, 1)
+    if t.flags.c_contiguous:
+        return t.reshape(c, n, h * w)
+    src = np.ascontiguousarray(a).reshape(n, c, h * w)
+    dst = np.empty((c, n, h * w), dtype=a.dtype)
+    _to_cfirst(src, dst)
+    return dst
+
+
+def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
+    fn = "conv2d_backward"
+    d, dt = _check(fn, [_Spec("x", x, ("N", "C", "H", "W")), _Spec("w", w, ("O", "C", "kh", "kw")),
+                        _Spec("dy", dy, ("N", "O", "OH", "OW"))])
+    n, c, h, wd, o, kh, kw = d["N"], d["C"], d["H"], d["W"], d["O"], d["kh"], d["kw"]
+    _, _, sh, sw, ph, pw = _geom(fn, (kh, kw), stride, pad)
+    oh, ow = _conv_out(fn, h, wd, kh, kw, sh, sw, ph, pw)
+    if (d["OH"], d["OW"]) != (oh, ow):
+        raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
+                         f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
+    p = oh * ow
+    k = c * kh * kw
+    dyc = _as_cfirst(dy).reshape(o, n * p)
+    db = dyc.sum(axis=1)
+    xb, xcf = _canon(x)
+    w2t = w.reshape(o, k).T if w.flags.c_contiguous else np.ascontiguousarray(w.reshape(o, k)).T
+    nb = _chunk(n, k, p)
+    cols = np.empty((k, nb, p), dtype=dt)
+    dw = None
+    dxb = np.empty((c, n, h, wd), dtype=dt) if need_dx else None
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        _im2col_k(xb, xcf, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, cols, True)
+        c2 = cols.reshape(k, nb * p)[:, :m * p]
+        dyk = dyc[:, n0 * p:(n0 + m) * p]
+        part = np.matmul(dyk, c2.T)
+        dw = part if dw is None else dw + part
+        if need_dx:
+            np.matmul(w2t, dyk, out=c2)  # the columns are dead: reuse the buffer
+            _col2im_k(cols, True, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, dxb, True)
+    dx = dxb.swapaxes(0, 1) if need_dx else None
+    return dx, dw.reshape(w.shape), db
+
+
+# =========================================================================== maxout
+@njit(parallel=True, cache=True)
+def _maxout_k(xb, xcf, pieces, y, arg):
+    """xb canonical (N, C*pieces, M) / (C*pieces, N, M); y, arg in the same layout."""
+    if xcf:
+        CP = xb.shape[0]
+        N = xb.shape[1]
+    else:
+        N = xb.shape[0]
+        CP = xb.shape[1]
+    C = CP // pieces
+    M = xb.shape[2]
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        yr = _pl(y, xcf, n, c)
+        ar = _pl(arg, xcf, n, c)
+        x0 = _pl(xb, xcf, n, c * pieces)
+        for m in range(M):
+            yr[m] = x0[m]
+            ar[m] = 0
+        for q in range(1, pieces):
+            xq = _pl(xb, xcf, n, c * pieces + q)
+            for m in range(M):
+                v = xq[m]
+                if v > yr[m]:
+                    yr[m] = v
+                    ar[m] = q
+
+
+@njit(parallel=True, cache=True)
+def _maxout_bwd_k(dyb, dycf, ab, acf, pieces, dx, dxcf):
+    if dycf:
+        C = dyb.shape[0]
+        N = dyb.shape[1]
+    else:
+        N = dyb.shape[0]
+        C = dyb.shape[1]
+    M = dyb.shape[2]
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        g = _pl(dyb, dycf, n, c)
+        a = _pl(ab, acf, n, c)
+        for q in range(pieces):
+            dq = _pl(dx, dxcf, n, c * pieces + q)
+            for m in range(M):
+                dq[m] = g[m] if a[m] == q else 0
+
+
+def _flat3(a):
+    """(N, C, ...) -> (N, C, M) view when possible (copy otherwise)."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def maxout_forward(x, pieces):
+    fn = "maxout_forward"
+    d, dt = _check(fn, [_Spec("x", x, ("N", "CP", "..."))])
+    pieces = _pieces(fn, pieces, d["CP"])
+    n, cp = x.shape[:2]
+    c = cp // pieces
+    xb, xcf = _canon(_flat3(x))
+    m = xb.shape[2]
+    shp = (c, n, m) if xcf else (n, c, m)
+    y = np.empty(shp, dtype=dt)
+    arg = np.empty(shp, dtype=np.uint8)
+    _maxout_k(xb, xcf, pieces, y, arg)
+    out_shape = (n, c) + x.shape[2:]
+    y, arg = _uncanon(y, xcf), _uncanon(arg, xcf)
+    return y.reshape(out_shape), arg.reshape(out_shape)
+
+
+def maxout_backward(dy, arg, pieces):
+    fn = "maxout_backward"
+    d, dt = _check(fn, [_Spec("dy", dy, ("N", "C", "...")), _Spec("arg", arg, ("N", "C", "..."), "int")])
+    if arg.shape != dy.shape:
+        raise ValueError(f"{fn}: arg must have the shape of dy {dy.shape}, got {arg.shape}")
+    n, c = dy.shape[:2]
+    pieces = _pieces(fn, pieces, c * int(pieces))
+    if arg.dtype != np.uint8:
+        arg = arg.astype(np.uint8)
+    dyb, dycf = _canon(_flat3(dy))
+    ab, acf = _canon(_flat3(arg))
+    m = dyb.shape[2]
+    dxcf = dy.ndim == 4 or dycf  # 4-D grads go out in CNHW layout (what conv consumes)
+    dx = np.empty((c * pieces, n, m) if dxcf else (n, c * pieces, m), dtype=dt)
+    _maxout_bwd_k(dyb, dycf, ab, acf, pieces, dx, dxcf)
+    return _uncanon(dx, dxcf).reshape((n, c * pieces) + dy.shape[2:])
+
+
+# =========================================================================== max pool
+@njit(parallel=True, cache=True)
+def _maxpool_k(xb, xcf, kh, kw, sh, sw, oh, ow, y, arg):
+    if xcf:
+        C = xb.shape[0]
+        N = xb.shape[1]
+    else:
+        N = xb.shape[0]
+        C = xb.shape[1]
+    H = xb.shape[2]
+    W = xb.shape[3]
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        pl = _pl(xb, xcf, n, c)
+        yp = _pl(y, xcf, n, c)
+        ap = _pl(arg, xcf, n, c)
+        for a in range(oh):
+            h0 = a * sh
+            h1 = min(h0 + kh, H)
+            for b in range(ow):
+                w0 = b * sw
+                w1 = min(w0 + kw, W)
+                best = pl[h0, w0]
+                bi = h0 * W + w0
+                for hh in range(h0, h1):
+                    for ww in range(w0, w1):
+                        v = pl[hh, ww]
+                        if v > best:
+                            best = v
+                            bi = hh * W + ww
+                yp[a, b] = best
+                ap[a, b] = bi
+
+
+@njit(parallel=True, cache=True)
+def _pool_scatter_k(dyb, dycf, ab, acf, plane, dxb):
+    """dx planes (N, C, plane) [dx in CNHW: dxb (C', N, plane)] += dy at arg; output
+    channel c of dy feeds dx channel c (plain pool) -- see _mopool_bwd_k for maxout."""
+    if dycf:
+        C = dyb.shape[0]
+        N = dyb.shape[1]
+    else:
+        N = dyb.shape[0]
+        C = dyb.shape[1]
+    M = dyb.shape[2]
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        g = _pl(dyb, dycf, n, c)
+        a = _pl(ab, acf, n, c)
+        d = dxb[c, n]
+        d[:] = 0
+        for m in range(M):
+            d[a[m]] += g[m]
+
+
+@njit(parallel=True, cache=True)
+def _mopool_k(xb, xcf, pieces, kh, kw, sh, sw, oh, ow, y, arg):
+    """Fused maxout + max pool. y/arg canonical in x's layout with C = CP // pieces."""
+    if xcf:
+        CP = xb.shape[0]
+        N = xb.shape[1]
+    else:
+        N = xb.shape[0]
+        CP = xb.shape[1]
+    H = xb.shape[2]
+    W = xb.shape[3]
+    C = CP // pieces
+    HW = H * W
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        mv = np.empty((H, W), dtype=xb.dtype)
+        mi = np.empty((H, W), dtype=np.int32)
+        x0 = _pl(xb, xcf, n, c * pieces)
+        for hh in range(H):
+            for ww in range(W):
+                mv[hh, ww] = x0[hh, ww]
+                mi[hh, ww] = hh * W + ww
+        for q in range(1, pieces):
+            xq = _pl(xb, xcf, n, c * pieces + q)
+            off = q * HW
+            for hh in range(H):
+                for ww in range(W):
+                    v = xq[hh, ww]
+                    if v > mv[hh, ww]:
+                        mv[hh, ww] = v
+                        mi[hh, ww] = off + hh * W + ww
+        yp = _pl(y, xcf, n, c)
+        ap = _pl(arg, xcf, n, c)
+        for a in range(oh):
+            h0 = a * sh
+            h1 = min(h0 + kh, H)
+            for b in range(ow):
+                w0 = b * sw
+                w1 = min(w0 + kw, W)
+                best = mv[h0, w0]
+                bh = h0
+                bw = w0
+                for hh in range(h0, h1):
+                    for ww in range(w0, w1):
+                        v = mv[hh, ww]
+                        if v > best:
+                            best = v
+                            bh = hh
+                            bw = ww
+                yp[a, b] = best
+                ap[a, b] = mi[bh, bw]
+
+
+@njit(parallel=True, cache=True)
+def _mopool_bwd_k(dyb, dycf, ab, acf, pieces, plane, dxb):
+    """dxb (C*pieces, N, plane) CNHW; group c owns channels c*pieces..: zero, scatter."""
+    if dycf:
+        C = dyb.shape[0]
+        N = dyb.shape[1]
+    else:
+        N = dyb.shape[0]
+        C = dyb.shape[1]
+    M = dyb.shape[2]
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        g = _pl(dyb, dycf, n, c)
+        a = _pl(ab, acf, n, c)
+        for q in range(pieces):
+            dxb[c * pieces + q, n, :] = 0
+        for m in range(M):
+            idx = a[m]
+            q = idx // plane
+            dxb[c * pieces + q, n, idx - q * plane] += g[m]
+
+
+def maxpool2d_forward(x, kernel, stride, ceil_mode=True):
+    fn = "maxpool2d_forward"
+    d, dt = _check(fn, [_Spec("x", x, ("N", "C", "H", "W"))])
+    kh, kw, sh, sw, _, _ = _geom(fn, kernel, stride)
+    oh, ow = _pool_out(fn, d["H"], d["W"], kh, kw, sh, sw, ceil_mode)
+    n, c = d["N"], d["C"]
+    xb, xcf = _canon(x)
+    shp = (c, n, oh, ow) if xcf else (n, c, oh, ow)
+    y = np.empty(shp, dtype=dt)
+    arg = np.empty(shp, dtype=np.int32)
+    _maxpool_k(xb, xcf, kh, kw, sh, sw, oh, ow, y, arg)
+    return _uncanon(y, xcf), _uncanon(arg, xcf)
+
+
+def _pool_bwd_common(fn, dy, arg, x_shape, cdiv):
+    n, cx, h, w = _shape4(fn, "x_shape", x_shape)
+    d, dt = _check(fn, [_Spec("dy", dy, (n, cx // cdiv, "OH", "OW")),
+                        _Spec("arg", arg, (n, cx // cdiv, "OH", "OW"), "int")])
+    if arg.dtype != np.int32:
+        arg = arg.astype(np.int32)
+    dyb, dycf = _canon(_flat3(dy))
+    ab, acf = _canon(_flat3(arg))
+    return n, cx, h, w, dt, dyb, dycf, ab, acf
+
+
+def maxpool2d_backward(dy, arg, x_shape):
+    fn = "maxpool2d_backward"
+    n, c, h, w, dt, dyb, dycf, ab, acf = _pool_bwd_common(fn, dy, arg, x_shape, 1)
+    dx = np.empty((c, n, h * w), dtype=dt)
+    _pool_scatter_k(dyb, dycf, ab, acf, h * w, dx)
+    return dx.reshape(c, n, h, w).swapaxes(0, 1)
+
+
+def maxout_pool_forward(x, pieces, kernel, stride, ceil_mode=True):
+    fn = "maxout_pool_forward"
+    d, dt = _check(fn, [_Spec("x", x, ("N", "CP", "H", "W"))])
+    pieces = _pieces(fn, pieces, d["CP"])
+    kh, kw, sh, sw, _, _ = _geom(fn, kernel, stride)
+    oh, ow = _pool_out(fn, d["H"], d["W"], kh, kw, sh, sw, ceil_mode)
+    n, c = d["N"], d["CP"] // pieces
+    xb, xcf = _canon(x)
+    shp = (c, n, oh, ow) if xcf else (n, c, oh, ow)
+    y = np.empty(shp, dtype=dt)
+    arg = np.empty(shp, dtype=np.int32)
+    _mopool_k(xb, xcf, pieces, kh, kw, sh, sw, oh, ow, y, arg)
+    return _uncanon(y, xcf), _uncanon(arg, xcf)
+
+
+def maxout_pool_backward(dy, arg, x_shape, pieces):
+    fn = "maxout_pool_backward"
+    xs = _shape4(fn, "x_shape", x_shape)
+    pieces = _pieces(fn, pieces, xs[1])
+    n, cp, h, w, dt, dyb, dycf, ab, acf = _pool_bwd_common(fn, dy, arg, xs, pieces)
+    dx = np.empty((cp, n, h * w), dtype=dt)
+    _mopool_bwd_k(dyb, dycf, ab, acf, pieces, h * w, dx)
+    return dx.reshape(cp, n, h, w).swapaxes(0, 1)
+
+
+# =========================================================================== global avg pool
+def global_avg_pool_forward(x):
+    fn = "global_avg_pool_forward"
+    d, dt = _check(fn, [_Spec("x", x, ("N", "C", "H", "W"))])
+    return x.mean(axis=(2, 3), dtype=dt)
+
+
+def global_avg_pool_backward(dy, x_shape):
+    fn = "global_avg_pool_backward"
+    n, c, h, w = _shape4(fn, "x_shape", x_shape)
+    _check(fn, [_Spec("dy", dy, (n, c))])
+    g = dy / dy.dtype.type(h * w)
+    out = np.empty((c, n, h, w), dtype=dy.dtype)
+    out[...] = g.T[:, :, None, None]
+    return out.swapaxes(0, 1)
+
+
+# =========================================================================== batch norm
+@njit(parallel=True, cache=True)
+def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd):
+    if xcf:
+        C = xb.shape[0]
+        N = xb.shape[1]
+    else:
+        N = xb.shape[0]
+        C = xb.shape[1]
+    M = xb.shape[2]
+    cnt = N * M
+    for c in prange(C):
+        s = 0.0
+        for n in range(N):
+            r = _pl(xb, xcf, n, c)
+            for m in range(M):
+                s += r[m]
+        mu = s / cnt
+        v = 0.0
+        for n in range(N):
+            r = _pl(xb, xcf, n, c)
+            for m in range(M):
+                e = r[m] - mu
+                v += e * e
+        v /= cnt
+        inv = 1.0 / np.sqrt(v + eps)
+        mean[c] = mu
+        invstd[c] = inv
+        sc = gamma[c] * inv
+        sh = beta[c] - mu * sc
+        for n in range(N):
+            r = _pl(xb, xcf, n, c)
+            o = _pl(y, xcf, n, c)
+            for m in range(M):
+                o[m] = r[m] * sc + sh
+
+
+@njit(parallel=True, cache=True)
+def _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta):
+    if xcf:
+        C = xb.shape[0]
+        N = xb.shape[1]
+    else:
+        N = xb.shape[0]
+        C = xb.shape[1]
+    M = xb.shape[2]
+    cnt = N * M
+    for c in prange(C):
+        mu = mean[c]
+        inv = invstd[c]
+        sb = 0.0
+        sg = 0.0
+        for n in range(N):
+            g = _pl(dyb, dycf, n, c)
+            r = _pl(xb, xcf, n, c)
+            for m in range(M):
+                sb += g[m]
+                sg += g[m] * (r[m] - mu) * inv
+        dbeta[c] = sb
+        dgamma[c] = sg
+        k = gamma[c] * inv / cnt
+        for n in range(N):
+            g = _pl(dyb, dycf, n, c)
+            r = _pl(xb, xcf, n, c)
+            o = _pl(dx, xcf, n, c)
+            for m in range(M):
+                o[m] = k * (cnt * g[m] - sb - (r[m] - mu) * inv * sg)
+
+
+def _bn_specs(x):
+    return _Spec("x", x, ("N", "C", "...")) if x.ndim in (2, 4) else _Spec("x", x, ("N", "C", "H", "W"))
+
+
+def batch_norm_forward(x, gamma, beta, eps=1e-5):
+    fn = "batch_norm_forward"
+    d, dt = _check(fn, [_bn_specs(x), _Spec("gamma", gamma, ("C",)), _Spec("beta", beta, ("C",))])
+    xb, xcf = _canon(_flat3(x))
+    y = np.empty(xb.shape, dtype=dt)
+    mean = np.empty(d["C"], dtype=dt)
+    invstd = np.empty(d["C"], dtype=dt)
+    _bn_fwd_k(xb, xcf, gamma, beta, float(eps), y, mean, invstd)
+    return _uncanon(y, xcf).reshape(x.shape), mean, invstd
+
+
+def batch_norm_backward(dy, x, gamma, mean, invstd):
+    fn = "batch_norm_backward"
+    d, dt = _check(fn, [_bn_specs(x), _Spec("dy", dy, x.shape if isinstance(x, np.ndarray) else ()),
+                        _Spec("gamma", gamma, ("C",)), _Spec("mean", mean, ("C",)),
+                        _Spec("invstd", invstd, ("C",))])
+    xb, xcf = _canon(_flat3(x))
+    dyb = _flat3(dy)
+    dyb = _uncanon(dyb, xcf)
+    if not dyb.flags.c_contiguous:
+        dyb = np.ascontiguousarray(dyb)
+    dx = np.empty(xb.shape, dtype=dt)
+    dgamma = np.empty(d["C"], dtype=dt)
+    dbeta = np.empty(d["C"], dtype=dt)
+    _bn_bwd_k(dyb, xcf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta)
+    return _uncanon(dx, xcf).reshape(x.shape), dgamma, dbeta
+
+
+def batch_norm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    fn = "batch_norm_inference"
+    _check(fn, [_bn_specs(x), _Spec("gamma", gamma, ("C",)), _Spec("beta", beta, ("C",)),
+                _Spec("running_mean", running_mean, ("C",)), _Spec("running_var", running_var, ("C",))])
+    return _ref.batch_norm_inference(x, gamma, beta, running_mean, running_var, eps)
+
+
+# =========================================================================== relu / dropout
+@njit(parallel=True, cache=True)
+def _relu_k(x, y):
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else 0
+
+
+@njit(parallel=True, cache=True)
+def _relu_bwd_k(dy, y, dx):
+    for i in prange(dy.size):
+        dx[i] = dy[i] if y[i] > 0 else 0
+
+
+def relu_forward(x):
+    fn = "relu_forward"
+    _check(fn, [_Spec("x", x, ("...",))])
+    xb, cf = _canon(x) if x.ndim >= 2 else (np.ascontiguousarray(x), False)
+    y = np.empty(xb.shape, dtype=x.dtype)
+    _relu_k(xb.reshape(-1), y.reshape(-1))
+    return _uncanon(y, cf)
+
+
+def relu_backward(dy, y):
+    fn = "relu_backward"
+    _check(fn, [_Spec("dy", dy, ("...",)), _Spec("y", y, ("...",))])
+    if dy.shape != y.shape:
+        raise ValueError(f"{fn}: dy and y must have one shape, got dy {dy.shape}, y {y.shape}")
+    db, cf = _canon(dy) if dy.ndim >= 2 else (np.ascontiguousarray(dy), False)
+    yb = _uncanon(y, cf) if dy.ndim >= 2 else y
+    yb = np.ascontiguousarray(yb)
+    dx = np.empty(db.shape, dtype=dy.dtype)
+    _relu_bwd_k(db.reshape(-1), yb.reshape(-1), dx.reshape(-1))
+    return _uncanon(dx, cf)
+
+
+def dropout_mask(shape, p, seed=None, dtype=np.float32):
+    """Same stream as the reference: equal masks for equal seeds."""
+    if np.dtype(dtype) not in _FLOATS:
+        raise ValueError(f"dropout_mask: dtype must be float32 or float64, got {np.dtype(dtype)}")
+    return _ref.dropout_mask(shape, p, seed, dtype)
