@@ -1,0 +1,226 @@
+"""kernels.cpu equals kernels.reference on hypothesis-drawn shapes, both dtypes, both
+input layouts (C-contiguous NCHW and the CNHW transposed view the CPU kernels produce)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import kernels
+from kernels import cpu, reference as ref
+from kernels.shapes import conv_output_size
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
+FAST = settings(max_examples=20, deadline=None)
+
+
+def arr(rng, shape, dt, ties=False):
+    if ties:  # small integers: many exact ties, to pin down the tie-breaking rule
+        return rng.integers(-2, 3, size=shape).astype(dt)
+    return rng.standard_normal(shape).astype(dt)
+
+
+def layout(x, cnhw):
+    """The same values in CNHW memory layout (x.swapaxes(0, 1) C-contiguous)."""
+    if not cnhw or x.ndim < 2:
+        return x
+    return np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)
+
+
+def close(a, b, dt):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    assert a.dtype == b.dtype, (a.dtype, b.dtype)
+    np.testing.assert_allclose(a, b, **TOL[dt])
+
+
+@st.composite
+def conv_case(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 4)), o=draw(st.integers(1, 5)),
+                h=h, w=w, k=(kh, kw), s=(sh, sw), p=(ph, pw), bias=draw(st.booleans()),
+                cnhw=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@FAST
+@given(case=conv_case())
+def test_conv_forward_backward(dt, case):
+    rng = np.random.default_rng(case["seed"])
+    x = arr(rng, (case["n"], case["c"], case["h"], case["w"]), dt)
+    w = arr(rng, (case["o"], case["c"]) + case["k"], dt)
+    b = arr(rng, (case["o"],), dt) if case["bias"] else None
+    xl = layout(x, case["cnhw"])
+    y = cpu.conv2d_forward(xl, w, b, case["s"], case["p"])
+    close(y, ref.conv2d_forward(x, w, b, case["s"], case["p"]), dt)
+    dy = arr(rng, y.shape, dt)
+    for need_dx in (True, False):
+        got = cpu.conv2d_backward(layout(dy, not case["cnhw"]), xl, w, case["s"], case["p"], need_dx)
+        want = ref.conv2d_backward(dy, x, w, case["s"], case["p"], need_dx)
+        if need_dx:
+            close(got[0], want[0], dt)
+        else:
+            assert got[0] is None
+        close(got[1], want[1], dt)
+        close(got[2], want[2], dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@FAST
+@given(case=conv_case())
+def test_im2col_col2im(dt, case):
+    rng = np.random.default_rng(case["seed"])
+    x = arr(rng, (case["n"], case["c"], case["h"], case["w"]), dt)
+    cols = cpu.im2col(layout(x, case["cnhw"]), case["k"], case["s"], case["p"])
+    close(cols, ref.im2col(x, case["k"], case["s"], case["p"]), dt)
+    c = arr(rng, cols.shape, dt)
+    close(cpu.col2im(c, x.shape, case["k"], case["s"], case["p"]),
+          ref.col2im(c, x.shape, case["k"], case["s"], case["p"]), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_conv_chunked_batches(dt, monkeypatch):
+    """Force several im2col chunks (the last one partial) through the GEMM path."""
+    monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 2 * 18 * 25)
+    rng = np.random.default_rng(1)
+    x, w, b = arr(rng, (7, 2, 6, 5), dt), arr(rng, (3, 2, 3, 3), dt), arr(rng, (3,), dt)
+    y = cpu.conv2d_forward(x, w, b, 1, 1)
+    close(y, ref.conv2d_forward(x, w, b, 1, 1), dt)
+    dy = arr(rng, y.shape, dt)
+    for g, r in zip(cpu.conv2d_backward(dy, x, w, 1, 1, True), ref.conv2d_backward(dy, x, w, 1, 1, True)):
+        close(g, r, dt)
+
+
+@st.composite
+def pool_case(draw):
+    ceil = draw(st.booleans())
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    h = draw(st.integers(1 if ceil else kh, 12))
+    w = draw(st.integers(1 if ceil else kw, 12))
+    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 3)), pieces=draw(st.integers(1, 4)),
+                h=h, w=w, k=(kh, kw), s=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+                ceil=ceil, ties=draw(st.booleans()), cnhw=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@FAST
+@given(case=pool_case())
+def test_maxpool(dt, case):
+    rng = np.random.default_rng(case["seed"])
+    x = arr(rng, (case["n"], case["c"], case["h"], case["w"]), dt, case["ties"])
+    y, a = cpu.maxpool2d_forward(layout(x, case["cnhw"]), case["k"], case["s"], case["ceil"])
+    yr, ar = ref.maxpool2d_forward(x, case["k"], case["s"], case["ceil"])
+    close(y, yr, dt)
+    assert a.dtype == np.int32 and np.array_equal(a, ar)
+    dy = arr(rng, y.shape, dt)
+    close(cpu.maxpool2d_backward(dy, a, x.shape), ref.maxpool2d_backward(dy, ar, x.shape), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@FAST
+@given(case=pool_case(), four_d=st.booleans())
+def test_maxout(dt, case, four_d):
+    rng = np.random.default_rng(case["seed"])
+    p = case["pieces"]
+    shape = (case["n"], case["c"] * p, case["h"], case["w"]) if four_d else (case["n"], case["c"] * p)
+    x = arr(rng, shape, dt, case["ties"])
+    y, a = cpu.maxout_forward(layout(x, case["cnhw"]), p)
+    yr, ar = ref.maxout_forward(x, p)
+    close(y, yr, dt)
+    assert a.dtype == np.uint8 and np.array_equal(a, ar)
+    dy = arr(rng, y.shape, dt)
+    close(cpu.maxout_backward(layout(dy, not case["cnhw"]), a, p), ref.maxout_backward(dy, ar, p), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@FAST
+@given(case=pool_case())
+def test_maxout_pool_fused(dt, case):
+    rng = np.random.default_rng(case["seed"])
+    p = case["pieces"]
+    x = arr(rng, (case["n"], case["c"] * p, case["h"], case["w"]), dt, case["ties"])
+    args = (case["k"], case["s"], case["ceil"])
+    y, a = cpu.maxout_pool_forward(layout(x, case["cnhw"]), p, *args)
+    yr, ar = ref.maxout_pool_forward(x, p, *args)
+    close(y, yr, dt)
+    assert a.dtype == np.int32 and np.array_equal(a, ar)
+    # the fused op equals maxout then pool, forward and backward
+    ym, am = ref.maxout_forward(x, p)
+    yp, ap = ref.maxpool2d_forward(ym, *args)
+    close(y, yp, dt)
+    dy = arr(rng, y.shape, dt)
+    dx = cpu.maxout_pool_backward(dy, a, x.shape, p)
+    close(dx, ref.maxout_pool_backward(dy, ar, x.shape, p), dt)
+    close(dx, ref.maxout_backward(ref.maxpool2d_backward(dy, ap, ym.shape), am, p), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@FAST
+@given(n=st.integers(1, 4), c=st.integers(1, 5), h=st.integers(1, 6), w=st.integers(1, 6),
+       four_d=st.booleans(), cnhw=st.booleans(), seed=st.integers(0, 2**16))
+def test_gap_bn_relu(dt, n, c, h, w, four_d, cnhw, seed):
+    rng = np.random.default_rng(seed)
+    x = arr(rng, (n, c, h, w), dt)
+    g = arr(rng, (n, c), dt)
+    close(cpu.global_avg_pool_forward(layout(x, cnhw)), ref.global_avg_pool_forward(x), dt)
+    close(cpu.global_avg_pool_backward(g, x.shape), ref.global_avg_pool_backward(g, x.shape), dt)
+    xb = x if four_d else x[:, :, 0, 0].copy()
+    gamma, beta = arr(rng, (c,), dt), arr(rng, (c,), dt)
+    y, mean, inv = cpu.batch_norm_forward(layout(xb, cnhw), gamma, beta, 1e-3)
+    yr, mr, ir = ref.batch_norm_forward(xb, gamma, beta, 1e-3)
+    tol = dict(rtol=1e-3, atol=1e-3) if dt == np.float32 else TOL[dt]  # var of tiny batches
+    for u, v in ((y, yr), (mean, mr), (inv, ir)):
+        assert u.dtype == v.dtype and u.shape == v.shape
+        np.testing.assert_allclose(u, v, **tol)
+    dy = arr(rng, xb.shape, dt)
+    for u, v in zip(cpu.batch_norm_backward(dy, layout(xb, cnhw), gamma, mr, ir),
+                    ref.batch_norm_backward(dy, xb, gamma, mr, ir)):
+        assert u.dtype == v.dtype and u.shape == v.shape
+        np.testing.assert_allclose(u, v, **tol)
+    rm, rv = arr(rng, (c,), dt), np.abs(arr(rng, (c,), dt)) + 0.1
+    close(cpu.batch_norm_inference(xb, gamma, beta, rm, rv, 1e-5),
+          ref.batch_norm_inference(xb, gamma, beta, rm, rv, 1e-5), dt)
+    close(cpu.relu_forward(layout(x, cnhw)), ref.relu_forward(x), dt)
+    close(cpu.relu_backward(layout(g, cnhw), g), ref.relu_backward(g, g), dt)
+    close(cpu.relu_backward(layout(x, cnhw), x), ref.relu_backward(x, x), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_dropout_same_stream(dt):
+    for p in (0.0, 0.2, 0.5):
+        np.testing.assert_array_equal(cpu.dropout_mask((5, 7), p, 3, dt), ref.dropout_mask((5, 7), p, 3, dt))
+    assert cpu.dropout_mask((4,), 0.5, 0, dt).dtype == dt
+
+
+def test_layer_shaped_case():
+    """One FitNet-like layer end to end (3x3 pad 1 maxout conv, 2x2 pool), chained."""
+    rng = np.random.default_rng(7)
+    dt = np.float32
+    x, w, b = arr(rng, (4, 8, 16, 16), dt), 0.1 * arr(rng, (12, 8, 3, 3), dt), arr(rng, (12,), dt)
+    z = cpu.conv2d_forward(x, w, b, 1, 1)
+    y, a = cpu.maxout_pool_forward(z, 2, 2, 2, True)
+    zr = ref.conv2d_forward(x, w, b, 1, 1)
+    yr, ar = ref.maxout_pool_forward(zr, 2, 2, 2, True)
+    close(y, yr, dt)
+    dy = arr(rng, y.shape, dt)
+    dz = cpu.maxout_pool_backward(dy, a, z.shape, 2)
+    dx, dw, db = cpu.conv2d_backward(dz, x, w, 1, 1, True)
+    dzr = ref.maxout_pool_backward(dy, ar, zr.shape, 2)
+    for u, v in zip((dx, dw, db), ref.conv2d_backward(dzr, x, w, 1, 1, True)):
+        close(u, v, dt)
+    # a second layer fed with the CNHW-layout output of the first
+    w2 = 0.1 * arr(rng, (4, 6, 3, 3), dt)
+    close(cpu.conv2d_forward(y, w2, None, 1, 1), ref.conv2d_forward(yr, w2, None, 1, 1), dt)
+
+
+def test_dispatch_and_strided_inputs():
+    rng = np.random.default_rng(3)
+    x = arr(rng, (2, 3, 10, 12), np.float64)[:, :, ::2, 1::2]  # neither layout: copied
+    w = arr(rng, (2, 3, 2, 2), np.float64)
+    np.testing.assert_allclose(kernels.conv2d_forward(x, w, None, 1, 0), ref.conv2d_forward(x, w, None, 1, 0))
+    y, a = kernels.maxpool2d_forward(x, 2, 2, True)
+    np.testing.assert_array_equal(y, ref.maxpool2d_forward(x, 2, 2, True)[0])
+    assert kernels.backend(x) is cpu
