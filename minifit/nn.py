@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+import kernels as K
+
 from . import functional as F
 from . import random as mrandom
 from .tensor import Tensor, as_tensor
@@ -235,6 +237,10 @@ class Linear(Module):
     def forward(self, x):
         return F.linear(x, self.weight, self._params.get("bias"))
 
+    def num_mults(self, in_shape, out_shape):
+        """in * out (for maxout: pieces * in * units), per example."""
+        return self.in_features * self.out_features
+
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}"
 
@@ -274,6 +280,14 @@ class Conv2d(Module):
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self._params.get("bias"), self.stride, self.padding)
+
+    def num_mults(self, in_shape, out_shape):
+        """out_h * out_w * kh * kw * C_in * C_out before any pooling (for maxout:
+        pieces * ... * channels), per example."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, K.pair(self.stride), K.pair(self.padding)
+        oh = K.conv_output_size(in_shape[1], kh, sh, ph)
+        ow = K.conv_output_size(in_shape[2], kw, sw, pw)
+        return oh * ow * kh * kw * self.in_channels * self.out_channels
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

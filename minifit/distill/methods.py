@@ -1,0 +1,206 @@
+"""Training methods as objectives for the one loop (minifit.distill.loop.fit):
+plain backprop, Hinton/FitNets KD, and FitNets stage 1 (hints). Each keeps the models and
+optimizers it trains, so checkpoints and resuming are the loop's business, not theirs."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import checkpoint
+from .. import functional as F
+from ..losses import hint_loss, kd_loss
+from ..tensor import Tensor, no_grad
+
+
+def predict(model, x: np.ndarray, batch_size: int = 500, upto: str | None = None) -> np.ndarray:
+    """Model outputs for an array of inputs, in evaluation mode, without a graph."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    with no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = Tensor(x[i:i + batch_size])
+            outs.append((model.forward(xb, upto=upto) if upto else model(xb)).data)
+    model.train(was_training)
+    return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def error_rate(model, valid, batch_size: int = 500) -> float:
+    """Misclassification rate (%) of ``model`` on ``valid`` (has ``arrays() -> (x, y)`` or
+    ``batches()``)."""
+    wrong = total = 0
+    for x, y in valid.eval_batches(batch_size):
+        logits = predict(model, x, batch_size)
+        wrong += int((logits.argmax(axis=1) != y).sum())
+        total += len(y)
+    return 100.0 * wrong / max(total, 1)
+
+
+class Method:
+    """Base: ``models`` (name -> Module, trained and checkpointed), ``optimizers`` (name ->
+    Optimizer), ``schedules``; ``model`` is the network the loop validates and debugs."""
+
+    name = "method"
+
+    def __init__(self, model, optimizer, schedules=()):
+        self.model = model
+        self.models = {"model": model}
+        self.optimizers = {"optimizer": optimizer}
+        self.schedules = list(schedules)
+
+    # -- the loop's hooks ----------------------------------------------------------------
+    def on_epoch_start(self, epoch: int):
+        self.epoch = epoch
+        for m in self.models.values():
+            m.train()
+
+    def on_epoch_end(self, epoch: int):
+        for s in self.schedules:
+            s.on_epoch_end(epoch)
+
+    def loss(self, idx, x, y) -> tuple[Tensor, dict]:
+        raise NotImplementedError
+
+    def step(self, idx, x, y) -> dict:
+        loss, logs = self.loss(idx, x, y)
+        for opt in self.optimizers.values():
+            opt.zero_grad()
+        loss.backward()
+        for opt in self.optimizers.values():
+            opt.step()
+        for s in self.schedules:
+            s.on_update()
+        return {"loss": loss.item(), **logs}
+
+    def validate(self, valid) -> tuple[float, dict]:
+        """(metric to minimise, logs); default: the model's validation error in %."""
+        err = error_rate(self.model, valid)
+        return err, {"valid_err": err}
+
+    def epoch_logs(self) -> dict:
+        opt = next(iter(self.optimizers.values()))
+        return {"lr": opt.lr}
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save(self, path, **meta):
+        arrays_model = _Merged({k: m for k, m in self.models.items()})
+        arrays_opt = _Merged({k: o for k, o in self.optimizers.items()})
+        checkpoint.save(path, arrays_model, arrays_opt, **meta)
+
+    def load(self, path) -> dict:
+        ckpt = checkpoint.read(path)
+        _Merged(self.models).load_state_dict(ckpt["model"])
+        if ckpt["optim"]:
+            _Merged(self.optimizers).load_state_dict(ckpt["optim"])
+        return ckpt["meta"]
+
+
+class _Merged:
+    """Several stateful objects seen as one state dict, keys prefixed by their name."""
+
+    def __init__(self, parts: dict):
+        self.parts = parts
+
+    def state_dict(self):
+        return {f"{name}:{k}": v for name, part in self.parts.items() for k, v in part.state_dict().items()}
+
+    def load_state_dict(self, state):
+        for name, part in self.parts.items():
+            prefix = f"{name}:"
+            part.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+class Backprop(Method):
+    """Standard training: minimise cross-entropy with the labels."""
+
+    name = "backprop"
+
+    def loss(self, idx, x, y):
+        return F.cross_entropy(self.model(Tensor(x)), y), {}
+
+
+class LinearAnneal:
+    """A value going linearly from ``start`` (up to epoch ``epochs[0]``) to ``end`` (from
+    epoch ``epochs[1]`` on): the FitNets lambda curriculum."""
+
+    def __init__(self, start: float, end: float, epochs=(0, 1)):
+        self.start, self.end, self.epochs = float(start), float(end), tuple(epochs)
+
+    def __call__(self, epoch: int) -> float:
+        e0, e1 = self.epochs
+        a = min(max((epoch - e0) / max(e1 - e0, 1), 0.0), 1.0)
+        return self.start + a * (self.end - self.start)
+
+
+class KD(Method):
+    """Knowledge distillation: L_KD = CE(y, P_S) + lambda(epoch) * H(P_T^tau, P_S^tau).
+
+    teacher: a TeacherOutputs source of the teacher's logits (cached or computed per batch).
+    """
+
+    name = "kd"
+
+    def __init__(self, model, optimizer, teacher, tau=3.0, lam=LinearAnneal(4.0, 0.0), hinton=False,
+                 schedules=()):
+        super().__init__(model, optimizer, schedules)
+        self.teacher, self.tau, self.lam, self.hinton = teacher, tau, lam, hinton
+        self.epoch = 1
+
+    def loss(self, idx, x, y):
+        t = self.teacher.get(idx, x)
+        lam = self.lam(self.epoch)
+        return kd_loss(self.model(Tensor(x)), t, y, self.tau, lam, self.hinton), {}
+
+    def epoch_logs(self):
+        return {**super().epoch_logs(), "lambda": self.lam(self.epoch)}
+
+
+class Hints(Method):
+    """FitNets stage 1: minimise L_HT = 1/2 ||u_h(x) - r(v_g(x))||^2 over the student's
+    layers up to the guided layer (``model[:guided]``) and the regressor."""
+
+    name = "hints"
+
+    def __init__(self, student, guided: str, regressor, optimizer, teacher_hints, schedules=()):
+        self.guided_part = student[:guided]
+        super().__init__(self.guided_part, optimizer, schedules)
+        self.student, self.guided, self.regressor = student, guided, regressor
+        self.models = {"guided": self.guided_part, "regressor": regressor}
+        self.teacher = teacher_hints
+
+    def regressed(self, x):
+        return self.regressor(self.guided_part(Tensor(x) if not isinstance(x, Tensor) else x))
+
+    def loss(self, idx, x, y):
+        return hint_loss(self.regressed(x), self.teacher.get(idx, x)), {}
+
+    def validate(self, valid):
+        """Mean hint loss on the validation split (the stage's own objective)."""
+        total = n = 0.0
+        for m in self.models.values():
+            m.eval()
+        with no_grad():
+            for idx, x, _ in valid.indexed_eval_batches(500):
+                total += hint_loss(self.regressed(x), self.teacher.get(idx, x, split="valid")).item() * len(x)
+                n += len(x)
+        return total / max(n, 1), {"valid_hint": total / max(n, 1)}
+
+
+class TeacherOutputs:
+    """The teacher's logits or hint-layer outputs for training examples.
+
+    Without augmentation the outputs depend only on the example, so they are computed once
+    per split and served by index (``cache=True``); with augmentation they are computed on
+    each augmented batch.
+    """
+
+    def __init__(self, teacher, upto: str | None = None, cache: bool = True, batch_size: int = 500):
+        self.teacher, self.upto, self.cache, self.batch_size = teacher, upto, cache, batch_size
+        self.store = {}
+
+    def precompute(self, split: str, x_all: np.ndarray):
+        self.store[split] = predict(self.teacher, x_all, self.batch_size, self.upto)
+
+    def get(self, idx, x, split: str = "train") -> np.ndarray:
+        if self.cache and split in self.store:
+            return self.store[split][idx]
+        return predict(self.teacher, x if isinstance(x, np.ndarray) else x.data, self.batch_size, self.upto)
