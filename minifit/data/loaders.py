@@ -265,7 +265,8 @@ class _NumpyUnpickler(pickle.Unpickler):
     """Unpickles CIFAR's python batches, refusing anything but numpy arrays and builtins."""
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+                ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("_codecs", "encode")}  # bytes pickled by Python 3 at protocol 2
 
     def find_class(self, module, name):
         if (module, name) not in self._ALLOWED:
