@@ -194,11 +194,13 @@ def fetch(key: str, root=None, *, timeout: float = DEFAULT_TIMEOUT, progress: bo
         fix = (f"the download is corrupt or the file changed upstream: run `minifit data fetch "
                f"{key}` again, or download {d.urls[0]} by hand, check its {(d.digest or 'md5:').split(':')[0]} "
                f"and put it in {dest.parent}")
-        download(d.urls, dest, timeout=timeout, progress=progress, manual_hint=hint)
-        if digest_matches(dest, d.digest, uncompressed=False) is False:
-            dest.unlink()
-            raise DataFileError(dest, f"downloaded from {d.urls[0]} but does not match the published "
-                                f"{d.digest}", fix)
+        # an archive verified in an earlier run (that failed later) is unpacked again
+        if not (d.unpack and dest.exists() and digest_matches(dest, d.digest, uncompressed=False)):
+            download(d.urls, dest, timeout=timeout, progress=progress, manual_hint=hint)
+            if digest_matches(dest, d.digest, uncompressed=False) is False:
+                dest.unlink()
+                raise DataFileError(dest, f"downloaded from {d.urls[0]} but does not match the "
+                                    f"published {d.digest}", fix)
         if d.unpack:
             _unpack(dest, root, source, fix)
         elif not _content_ok(source, dest, d.digest):

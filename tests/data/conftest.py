@@ -21,8 +21,9 @@ def _real_root() -> Path | None:
 def real_root() -> Path:
     root = _real_root()
     if root is None:
-        pytest.skip("real datasets absent: set MINIFIT_DATA to a folder holding mnist/ and "
-                    "cifar10/ (e.g. ../shared/data)")
+        tried = os.environ.get("MINIFIT_DATA") or REPO.parent / "shared" / "data"
+        pytest.skip(f"real datasets absent ({tried} not found): set MINIFIT_DATA to a folder "
+                    "holding mnist/ and cifar10/ (e.g. ../shared/data)")
     return root
 
 
