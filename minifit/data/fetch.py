@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import shutil
 import socket
 import sys
 import tarfile
