@@ -1,9 +1,17 @@
-"""CPU kernels: Numba (``@njit(cache=True)``, parallel where it pays) + BLAS GEMMs.
+"""CPU kernels: Numba (``@njit(nogil=True, cache=True)``) + BLAS GEMMs, on a small thread pool.
 
 Same API and semantics as ``kernels.reference`` (the tests hold this module to it). Every
 public function validates its arguments with one shared helper (``_check``) and raises a
 ValueError naming the function, the expected and the given shapes/dtypes, never a Numba
 typing error. All float arrays of one call must share one dtype, float32 or float64.
+
+Threads: ``MINIFIT_NUM_THREADS`` (default: ``NUMBA_NUM_THREADS``, i.e. the core count).
+Work is split over batch chunks / (sample, channel) planes and run on one pool of Python
+threads calling GIL-free Numba kernels and single-threaded BLAS GEMMs (numpy's OpenBLAS
+is set to 1 thread for the duration of a conv call and restored afterwards). This avoids
+the oversubscription seen with Numba ``parallel=True`` (OpenMP) next to multi-threaded
+OpenBLAS: their idle threads spin and steal the cores from each other (8 ms -> 40 ms for
+a pooling kernel run right after a GEMM on 2 cores).
 
 Memory layout (values are always NCHW-indexed NumPy arrays, only the strides differ):
   * Kernels accept any strides. Internally each 4-D array is handled in one of two
@@ -26,8 +34,15 @@ NaNs are not propagated by the max kernels (a NaN never wins a comparison).
 """
 from __future__ import annotations
 
+import ctypes
+import glob
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import reference as _ref
 from .shapes import conv_output_size, pair, pool_output_size
@@ -35,8 +50,114 @@ from .shapes import conv_output_size, pair, pool_output_size
 __all__ = list(_ref.__all__)
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# im2col chunk: at most this many elements in the (C*kh*kw, chunk*OH*OW) column buffer.
-_CHUNK_ELEMS = 1 << 22
+# im2col chunk: at most this many elements in one thread's (C*kh*kw, chunk*OH*OW) buffer.
+_CHUNK_ELEMS = 1 << 20
+# below this many elements an elementwise / pooling kernel runs on the calling thread only
+_GRAIN = 1 << 14
+
+_kern = njit(nogil=True, cache=True)
+
+
+# =========================================================================== threads
+def _num_threads():
+    env = os.environ.get("MINIFIT_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+_NT = _num_threads()
+_pool_state = {"pool": None, "pid": None}
+
+
+def _executor():
+    if _pool_state["pid"] != os.getpid():  # (re)create after a fork
+        _pool_state["pool"] = ThreadPoolExecutor(max_workers=max(1, _NT - 1),
+                                                 thread_name_prefix="minifit-kernels")
+        _pool_state["pid"] = os.getpid()
+    return _pool_state["pool"]
+
+
+def _parallel(fn, ntasks, nthreads=None):
+    """Run fn(task, worker) for task in range(ntasks), dynamically scheduled over up to
+    ``nthreads`` workers (the calling thread is worker 0). fn must release the GIL in its
+    heavy parts (Numba nogil kernels, BLAS)."""
+    t = min(nthreads or _NT, ntasks)
+    if t <= 1:
+        for i in range(ntasks):
+            fn(i, 0)
+        return
+    counter = itertools.count()
+
+    def worker(wid):
+        while True:
+            i = next(counter)
+            if i >= ntasks:
+                return
+            fn(i, wid)
+
+    futs = [_executor().submit(worker, w) for w in range(1, t)]
+    try:
+        worker(0)
+    finally:
+        for f in futs:
+            f.result()
+
+
+def _split(kernel, total, work):
+    """kernel(lo, hi) over [0, total) in up to _NT contiguous parts (one part when the
+    whole job, ``work`` elements, is small)."""
+    parts = max(1, min(_NT, total, work // _GRAIN))
+    if parts == 1:
+        kernel(0, total)
+        return
+    bounds = [total * i // parts for i in range(parts + 1)]
+    _parallel(lambda i, _w: kernel(bounds[i], bounds[i + 1]), parts)
+
+
+def _find_blas_threads():
+    """(set, get) num-threads functions of the OpenBLAS numpy uses, or None."""
+    names = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+             ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+             ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+             ("openblas_set_num_threads", "openblas_get_num_threads")]
+    base = os.path.dirname(np.__file__)
+    paths = glob.glob(base + ".libs/*openblas*") + glob.glob(os.path.join(base, ".dylibs", "*openblas*"))
+    try:
+        with open("/proc/self/maps") as f:
+            paths += sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln})
+    except OSError:
+        pass
+    for p in paths:
+        try:
+            lib = ctypes.CDLL(p)
+        except OSError:
+            continue
+        for s, g in names:
+            if hasattr(lib, s) and hasattr(lib, g):
+                return getattr(lib, s), getattr(lib, g)
+    return None
+
+
+_BLAS = _find_blas_threads() if _NT > 1 else None
+# GEMMs run on the pool (one single-threaded GEMM per thread) only if we can pin BLAS to 1
+# thread; otherwise chunks run one after the other and BLAS threads itself.
+_GEMM_THREADS = _NT if _BLAS is not None else 1
+
+
+class _single_blas:
+    def __enter__(self):
+        self.old = None
+        if _BLAS is not None:
+            self.old = _BLAS[1]()
+            if self.old != 1:
+                _BLAS[0](1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None and self.old != 1:
+            _BLAS[0](self.old)
+        return False
 
 
 # =========================================================================== validation
@@ -178,84 +299,96 @@ def _pl(buf, cf, n, c):
     return buf[c, n] if cf else buf[n, c]
 
 
+@njit(inline="always")
+def _nc(buf, cf):
+    """(N, C) of a canonical buffer."""
+    if cf:
+        return buf.shape[1], buf.shape[0]
+    return buf.shape[0], buf.shape[1]
+
+
 # =========================================================================== im2col / col2im
-@njit(parallel=True, cache=True)
+@_kern
 def _im2col_k(xb, xcf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, out, okf):
     """Columns of samples n0..n0+nb-1 into out: (K, nb', P) if okf else (nb', K, P)
-    (rows k = c*kh*kw + i*kw + j, position p = a*ow + b)."""
-    C = xb.shape[0] if xcf else xb.shape[1]
+    (rows k = c*kh*kw + i*kw + j, position p = a*ow + b). Only rows k < C*kh*kw are
+    written."""
+    _, C = _nc(xb, xcf)
     H = xb.shape[2]
     W = xb.shape[3]
     khw = kh * kw
-    K = C * khw
-    for t in prange(K * nb):
-        k = t // nb
-        n = t - k * nb
-        c = k // khw
-        r = k - c * khw
-        i = r // kw
-        j = r - i * kw
-        plane = _pl(xb, xcf, n0 + n, c)
-        row = out[k, n] if okf else out[n, k]
-        # valid output columns b: 0 <= b*sw + j - pw < W
-        b_lo = 0
-        if pw > j:
-            b_lo = (pw - j + sw - 1) // sw
-        b_hi = (W - 1 + pw - j) // sw + 1
-        if b_hi > ow:
-            b_hi = ow
-        if b_hi < b_lo:
-            b_hi = b_lo
-        for a in range(oh):
-            hh = a * sh + i - ph
-            base = a * ow
-            if hh < 0 or hh >= H:
-                for b in range(ow):
-                    row[base + b] = 0
-            else:
-                for b in range(b_lo):
-                    row[base + b] = 0
-                if sw == 1:
-                    off = j - pw
-                    for b in range(b_lo, b_hi):
-                        row[base + b] = plane[hh, b + off]
-                else:
-                    for b in range(b_lo, b_hi):
-                        row[base + b] = plane[hh, b * sw + j - pw]
-                for b in range(b_hi, ow):
-                    row[base + b] = 0
+    for n in range(nb):
+        for c in range(C):
+            plane = _pl(xb, xcf, n0 + n, c)
+            for i in range(kh):
+                for j in range(kw):
+                    k = c * khw + i * kw + j
+                    row = out[k, n] if okf else out[n, k]
+                    # valid output columns b: 0 <= b*sw + j - pw < W
+                    b_lo = 0
+                    if pw > j:
+                        b_lo = (pw - j + sw - 1) // sw
+                    b_hi = (W - 1 + pw - j) // sw + 1
+                    if b_hi > ow:
+                        b_hi = ow
+                    if b_hi < b_lo:
+                        b_hi = b_lo
+                    for a in range(oh):
+                        hh = a * sh + i - ph
+                        base = a * ow
+                        if hh < 0 or hh >= H:
+                            for b in range(ow):
+                                row[base + b] = 0
+                        else:
+                            for b in range(b_lo):
+                                row[base + b] = 0
+                            if sw == 1:
+                                src = plane[hh]
+                                off = j - pw
+                                for b in range(b_lo, b_hi):
+                                    row[base + b] = src[b + off]
+                            else:
+                                for b in range(b_lo, b_hi):
+                                    row[base + b] = plane[hh, b * sw + j - pw]
+                            for b in range(b_hi, ow):
+                                row[base + b] = 0
 
 
-@njit(parallel=True, cache=True)
+@_kern
 def _col2im_k(cols, ckf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, dxb, dcf):
-    """Sum columns (K, nb', P) if ckf else (nb', K, P) into planes of samples n0.. of dx
-    (overwrites those planes)."""
-    C = dxb.shape[0] if dcf else dxb.shape[1]
+    """Sum columns (K, nb', P) if ckf else (nb', K, P) into the planes of samples
+    n0..n0+nb-1 of dx (overwriting them)."""
+    _, C = _nc(dxb, dcf)
     H = dxb.shape[2]
     W = dxb.shape[3]
     khw = kh * kw
-    for t in prange(nb * C):
-        n = t // C
-        c = t - n * C
-        plane = _pl(dxb, dcf, n0 + n, c)
-        plane[:, :] = 0
-        for i in range(kh):
-            for j in range(kw):
-                k = c * khw + i * kw + j
-                row = cols[k, n] if ckf else cols[n, k]
-                b_lo = 0
-                if pw > j:
-                    b_lo = (pw - j + sw - 1) // sw
-                b_hi = (W - 1 + pw - j) // sw + 1
-                if b_hi > ow:
-                    b_hi = ow
-                for a in range(oh):
-                    hh = a * sh + i - ph
-                    if hh < 0 or hh >= H:
-                        continue
-                    base = a * ow
-                    for b in range(b_lo, b_hi):
-                        plane[hh, b * sw + j - pw] += row[base + b]
+    for n in range(nb):
+        for c in range(C):
+            plane = _pl(dxb, dcf, n0 + n, c)
+            plane[:, :] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    k = c * khw + i * kw + j
+                    row = cols[k, n] if ckf else cols[n, k]
+                    b_lo = 0
+                    if pw > j:
+                        b_lo = (pw - j + sw - 1) // sw
+                    b_hi = (W - 1 + pw - j) // sw + 1
+                    if b_hi > ow:
+                        b_hi = ow
+                    for a in range(oh):
+                        hh = a * sh + i - ph
+                        if hh < 0 or hh >= H:
+                            continue
+                        base = a * ow
+                        dst = plane[hh]
+                        if sw == 1:
+                            off = j - pw
+                            for b in range(b_lo, b_hi):
+                                dst[b + off] += row[base + b]
+                        else:
+                            for b in range(b_lo, b_hi):
+                                dst[b * sw + j - pw] += row[base + b]
 
 
 def im2col(x, kernel, stride=1, pad=0):
@@ -266,7 +399,8 @@ def im2col(x, kernel, stride=1, pad=0):
     n, c = d["N"], d["C"]
     xb, xcf = _canon(x)
     out = np.empty((n, c * kh * kw, oh * ow), dtype=dt)
-    _im2col_k(xb, xcf, 0, n, kh, kw, sh, sw, ph, pw, oh, ow, out, False)
+    _split(lambda lo, hi: _im2col_k(xb, xcf, lo, hi - lo, kh, kw, sh, sw, ph, pw, oh, ow,
+                                    out[lo:hi], False), n, out.size)
     return out
 
 
@@ -278,13 +412,17 @@ def col2im(cols, x_shape, kernel, stride=1, pad=0):
     _, dt = _check(fn, [_Spec("cols", cols, (n, c * kh * kw, oh * ow))])
     cb, ckf = _canon(cols)
     dx = np.empty((n, c, h, w), dtype=dt)
-    _col2im_k(cb, ckf, 0, n, kh, kw, sh, sw, ph, pw, oh, ow, dx, False)
+    _split(lambda lo, hi: _col2im_k(cb[:, lo:hi] if ckf else cb[lo:hi], ckf, lo, hi - lo, kh, kw,
+                                    sh, sw, ph, pw, oh, ow, dx, False), n, cols.size)
     return dx
 
 
 # =========================================================================== conv
-def _chunk(n, k, p):
-    return max(1, min(n, _CHUNK_ELEMS // max(1, k * p)))
+def _chunk(n, k, p, threads):
+    """Samples per im2col chunk: the buffer stays under _CHUNK_ELEMS, and every thread
+    gets at least one chunk."""
+    nb = max(1, min(n, _CHUNK_ELEMS // max(1, k * p)))
+    return max(1, min(nb, -(-n // threads)))
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
@@ -301,29 +439,36 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     xb, xcf = _canon(x)
     w2 = w.reshape(o, k)
     kb = k
-    if b is not None:  # fold the bias into the GEMM: a row of ones in cols
+    if b is not None:  # fold the bias into the GEMM: a row of ones under the columns
         w2 = np.concatenate([w2, b.reshape(o, 1)], axis=1)
         kb = k + 1
     else:
         w2 = np.ascontiguousarray(w2)
     y = np.empty((o, n * p), dtype=dt)
-    nb = _chunk(n, kb, p)
-    cols = np.empty((kb, nb, p), dtype=dt)
-    if b is not None:
-        cols[k] = 1
-    for n0 in range(0, n, nb):
+    nb = _chunk(n, kb, p, _GEMM_THREADS)
+    bufs = {}
+
+    def task(i, wid):
+        cols = bufs.get(wid)
+        if cols is None:
+            cols = bufs[wid] = np.empty((kb, nb, p), dtype=dt)
+            if kb > k:
+                cols[k] = 1
+        n0 = i * nb
         m = min(nb, n - n0)
         _im2col_k(xb, xcf, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, cols, True)
-        c2 = cols.reshape(kb, nb * p)[:, :m * p]
-        np.matmul(w2, c2, out=y[:, n0 * p:(n0 + m) * p])
+        np.matmul(w2, cols.reshape(kb, nb * p)[:, :m * p], out=y[:, n0 * p:(n0 + m) * p])
+
+    with _single_blas():
+        _parallel(task, -(-n // nb), _GEMM_THREADS)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
 
 
-@njit(parallel=True, cache=True)
-def _to_cfirst(src, dst):
-    """dst (C, N, M) = src (N, C, M) transposed."""
-    N, C, M = src.shape
-    for t in prange(N * C):
+@_kern
+def _to_cfirst_k(src, dst, t0, t1):
+    """dst (C, N, M) = src (N, C, M) transposed, for flat (n, c) indices t0..t1-1."""
+    C = src.shape[1]
+    for t in range(t0, t1):
         n = t // C
         c = t - n * C
         dst[c, n, :] = src[n, c, :]
@@ -337,7 +482,7 @@ def _as_cfirst(a):
         return t.reshape(c, n, h * w)
     src = np.ascontiguousarray(a).reshape(n, c, h * w)
     dst = np.empty((c, n, h * w), dtype=a.dtype)
-    _to_cfirst(src, dst)
+    _split(lambda lo, hi: _to_cfirst_k(src, dst, lo, hi), n * c, src.size)
     return dst
 
 
@@ -353,41 +498,51 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
     p = oh * ow
     k = c * kh * kw
+    kb = k + 1  # a row of ones under the columns: the dw GEMM also yields db
     dyc = _as_cfirst(dy).reshape(o, n * p)
-    db = dyc.sum(axis=1)
     xb, xcf = _canon(x)
-    w2t = w.reshape(o, k).T if w.flags.c_contiguous else np.ascontiguousarray(w.reshape(o, k)).T
-    nb = _chunk(n, k, p)
-    cols = np.empty((k, nb, p), dtype=dt)
-    dw = None
+    w2t = np.ascontiguousarray(w.reshape(o, k)).T
+    nb = _chunk(n, kb, p, _GEMM_THREADS)
     dxb = np.empty((c, n, h, wd), dtype=dt) if need_dx else None
-    for n0 in range(0, n, nb):
+    bufs, acc, tmp = {}, {}, {}
+
+    def task(i, wid):
+        cols = bufs.get(wid)
+        if cols is None:
+            cols = bufs[wid] = np.empty((kb, nb, p), dtype=dt)
+            cols[k] = 1
+        n0 = i * nb
         m = min(nb, n - n0)
         _im2col_k(xb, xcf, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, cols, True)
-        c2 = cols.reshape(k, nb * p)[:, :m * p]
+        c2 = cols.reshape(kb, nb * p)[:, :m * p]
         dyk = dyc[:, n0 * p:(n0 + m) * p]
-        part = np.matmul(dyk, c2.T)
-        dw = part if dw is None else dw + part
+        if wid in acc:
+            np.matmul(dyk, c2.T, out=tmp[wid])
+            acc[wid] += tmp[wid]
+        else:
+            acc[wid] = np.matmul(dyk, c2.T)
+            tmp[wid] = np.empty_like(acc[wid])
         if need_dx:
-            np.matmul(w2t, dyk, out=c2)  # the columns are dead: reuse the buffer
+            np.matmul(w2t, dyk, out=c2[:k])  # the columns are dead: reuse the buffer
             _col2im_k(cols, True, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, dxb, True)
+
+    with _single_blas():
+        _parallel(task, -(-n // nb), _GEMM_THREADS)
+    total = None
+    for a in acc.values():
+        total = a if total is None else total + a
     dx = dxb.swapaxes(0, 1) if need_dx else None
-    return dx, dw.reshape(w.shape), db
+    return dx, np.ascontiguousarray(total[:, :k]).reshape(w.shape), np.ascontiguousarray(total[:, k])
 
 
 # =========================================================================== maxout
-@njit(parallel=True, cache=True)
-def _maxout_k(xb, xcf, pieces, y, arg):
-    """xb canonical (N, C*pieces, M) / (C*pieces, N, M); y, arg in the same layout."""
-    if xcf:
-        CP = xb.shape[0]
-        N = xb.shape[1]
-    else:
-        N = xb.shape[0]
-        CP = xb.shape[1]
-    C = CP // pieces
+@_kern
+def _maxout_k(xb, xcf, pieces, y, arg, t0, t1):
+    """xb canonical (N, C*pieces, M) / (C*pieces, N, M); y, arg in the same layout;
+    flat (n, c) output planes t0..t1-1."""
+    C = y.shape[0] if xcf else y.shape[1]
     M = xb.shape[2]
-    for t in prange(N * C):
+    for t in range(t0, t1):
         n = t // C
         c = t - n * C
         yr = _pl(y, xcf, n, c)
@@ -405,16 +560,11 @@ def _maxout_k(xb, xcf, pieces, y, arg):
                     ar[m] = q
 
 
-@njit(parallel=True, cache=True)
-def _maxout_bwd_k(dyb, dycf, ab, acf, pieces, dx, dxcf):
-    if dycf:
-        C = dyb.shape[0]
-        N = dyb.shape[1]
-    else:
-        N = dyb.shape[0]
-        C = dyb.shape[1]
+@_kern
+def _maxout_bwd_k(dyb, dycf, ab, acf, pieces, dx, dxcf, t0, t1):
+    _, C = _nc(dyb, dycf)
     M = dyb.shape[2]
-    for t in prange(N * C):
+    for t in range(t0, t1):
         n = t // C
         c = t - n * C
         g = _pl(dyb, dycf, n, c)
@@ -441,7 +591,7 @@ def maxout_forward(x, pieces):
     shp = (c, n, m) if xcf else (n, c, m)
     y = np.empty(shp, dtype=dt)
     arg = np.empty(shp, dtype=np.uint8)
-    _maxout_k(xb, xcf, pieces, y, arg)
+    _split(lambda lo, hi: _maxout_k(xb, xcf, pieces, y, arg, lo, hi), n * c, x.size)
     out_shape = (n, c) + x.shape[2:]
     y, arg = _uncanon(y, xcf), _uncanon(arg, xcf)
     return y.reshape(out_shape), arg.reshape(out_shape)
@@ -461,22 +611,17 @@ def maxout_backward(dy, arg, pieces):
     m = dyb.shape[2]
     dxcf = dy.ndim == 4 or dycf  # 4-D grads go out in CNHW layout (what conv consumes)
     dx = np.empty((c * pieces, n, m) if dxcf else (n, c * pieces, m), dtype=dt)
-    _maxout_bwd_k(dyb, dycf, ab, acf, pieces, dx, dxcf)
+    _split(lambda lo, hi: _maxout_bwd_k(dyb, dycf, ab, acf, pieces, dx, dxcf, lo, hi), n * c, dx.size)
     return _uncanon(dx, dxcf).reshape((n, c * pieces) + dy.shape[2:])
 
 
 # =========================================================================== max pool
-@njit(parallel=True, cache=True)
-def _maxpool_k(xb, xcf, kh, kw, sh, sw, oh, ow, y, arg):
-    if xcf:
-        C = xb.shape[0]
-        N = xb.shape[1]
-    else:
-        N = xb.shape[0]
-        C = xb.shape[1]
+@_kern
+def _maxpool_k(xb, xcf, kh, kw, sh, sw, oh, ow, y, arg, t0, t1):
+    _, C = _nc(xb, xcf)
     H = xb.shape[2]
     W = xb.shape[3]
-    for t in prange(N * C):
+    for t in range(t0, t1):
         n = t // C
         c = t - n * C
         pl = _pl(xb, xcf, n, c)
@@ -500,46 +645,37 @@ def _maxpool_k(xb, xcf, kh, kw, sh, sw, oh, ow, y, arg):
                 ap[a, b] = bi
 
 
-@njit(parallel=True, cache=True)
-def _pool_scatter_k(dyb, dycf, ab, acf, plane, dxb):
-    """dx planes (N, C, plane) [dx in CNHW: dxb (C', N, plane)] += dy at arg; output
-    channel c of dy feeds dx channel c (plain pool) -- see _mopool_bwd_k for maxout."""
-    if dycf:
-        C = dyb.shape[0]
-        N = dyb.shape[1]
-    else:
-        N = dyb.shape[0]
-        C = dyb.shape[1]
+@_kern
+def _pool_scatter_k(dyb, dycf, ab, acf, pieces, plane, dxb, t0, t1):
+    """dx (C*pieces, N, plane) CNHW: zero group c's planes of sample n, then add dy at
+    arg = piece * plane + position (pieces = 1: a plain max pool)."""
+    _, C = _nc(dyb, dycf)
     M = dyb.shape[2]
-    for t in prange(N * C):
+    for t in range(t0, t1):
         n = t // C
         c = t - n * C
         g = _pl(dyb, dycf, n, c)
         a = _pl(ab, acf, n, c)
-        d = dxb[c, n]
-        d[:] = 0
+        for q in range(pieces):
+            dxb[c * pieces + q, n, :] = 0
         for m in range(M):
-            d[a[m]] += g[m]
+            idx = a[m]
+            q = idx // plane
+            dxb[c * pieces + q, n, idx - q * plane] += g[m]
 
 
-@njit(parallel=True, cache=True)
-def _mopool_k(xb, xcf, pieces, kh, kw, sh, sw, oh, ow, y, arg):
+@_kern
+def _mopool_k(xb, xcf, pieces, kh, kw, sh, sw, oh, ow, y, arg, t0, t1):
     """Fused maxout + max pool. y/arg canonical in x's layout with C = CP // pieces."""
-    if xcf:
-        CP = xb.shape[0]
-        N = xb.shape[1]
-    else:
-        N = xb.shape[0]
-        CP = xb.shape[1]
     H = xb.shape[2]
     W = xb.shape[3]
-    C = CP // pieces
+    C = y.shape[0] if xcf else y.shape[1]
     HW = H * W
-    for t in prange(N * C):
+    mv = np.empty((H, W), dtype=xb.dtype)
+    mi = np.empty((H, W), dtype=np.int32)
+    for t in range(t0, t1):
         n = t // C
         c = t - n * C
-        mv = np.empty((H, W), dtype=xb.dtype)
-        mi = np.empty((H, W), dtype=np.int32)
         x0 = _pl(xb, xcf, n, c * pieces)
         for hh in range(H):
             for ww in range(W):
@@ -576,29 +712,6 @@ def _mopool_k(xb, xcf, pieces, kh, kw, sh, sw, oh, ow, y, arg):
                 ap[a, b] = mi[bh, bw]
 
 
-@njit(parallel=True, cache=True)
-def _mopool_bwd_k(dyb, dycf, ab, acf, pieces, plane, dxb):
-    """dxb (C*pieces, N, plane) CNHW; group c owns channels c*pieces..: zero, scatter."""
-    if dycf:
-        C = dyb.shape[0]
-        N = dyb.shape[1]
-    else:
-        N = dyb.shape[0]
-        C = dyb.shape[1]
-    M = dyb.shape[2]
-    for t in prange(N * C):
-        n = t // C
-        c = t - n * C
-        g = _pl(dyb, dycf, n, c)
-        a = _pl(ab, acf, n, c)
-        for q in range(pieces):
-            dxb[c * pieces + q, n, :] = 0
-        for m in range(M):
-            idx = a[m]
-            q = idx // plane
-            dxb[c * pieces + q, n, idx - q * plane] += g[m]
-
-
 def maxpool2d_forward(x, kernel, stride, ceil_mode=True):
     fn = "maxpool2d_forward"
     d, dt = _check(fn, [_Spec("x", x, ("N", "C", "H", "W"))])
@@ -609,27 +722,27 @@ def maxpool2d_forward(x, kernel, stride, ceil_mode=True):
     shp = (c, n, oh, ow) if xcf else (n, c, oh, ow)
     y = np.empty(shp, dtype=dt)
     arg = np.empty(shp, dtype=np.int32)
-    _maxpool_k(xb, xcf, kh, kw, sh, sw, oh, ow, y, arg)
+    _split(lambda lo, hi: _maxpool_k(xb, xcf, kh, kw, sh, sw, oh, ow, y, arg, lo, hi), n * c, x.size)
     return _uncanon(y, xcf), _uncanon(arg, xcf)
 
 
-def _pool_bwd_common(fn, dy, arg, x_shape, cdiv):
-    n, cx, h, w = _shape4(fn, "x_shape", x_shape)
-    d, dt = _check(fn, [_Spec("dy", dy, (n, cx // cdiv, "OH", "OW")),
-                        _Spec("arg", arg, (n, cx // cdiv, "OH", "OW"), "int")])
+def _pool_bwd(fn, dy, arg, x_shape, pieces):
+    n, cx, h, w = x_shape
+    _, dt = _check(fn, [_Spec("dy", dy, (n, cx // pieces, "OH", "OW")),
+                        _Spec("arg", arg, (n, cx // pieces, "OH", "OW"), "int")])
     if arg.dtype != np.int32:
         arg = arg.astype(np.int32)
     dyb, dycf = _canon(_flat3(dy))
     ab, acf = _canon(_flat3(arg))
-    return n, cx, h, w, dt, dyb, dycf, ab, acf
+    dx = np.empty((cx, n, h * w), dtype=dt)
+    _split(lambda lo, hi: _pool_scatter_k(dyb, dycf, ab, acf, pieces, h * w, dx, lo, hi),
+           n * (cx // pieces), dx.size)
+    return dx.reshape(cx, n, h, w).swapaxes(0, 1)
 
 
 def maxpool2d_backward(dy, arg, x_shape):
     fn = "maxpool2d_backward"
-    n, c, h, w, dt, dyb, dycf, ab, acf = _pool_bwd_common(fn, dy, arg, x_shape, 1)
-    dx = np.empty((c, n, h * w), dtype=dt)
-    _pool_scatter_k(dyb, dycf, ab, acf, h * w, dx)
-    return dx.reshape(c, n, h, w).swapaxes(0, 1)
+    return _pool_bwd(fn, dy, arg, _shape4(fn, "x_shape", x_shape), 1)
 
 
 def maxout_pool_forward(x, pieces, kernel, stride, ceil_mode=True):
@@ -643,18 +756,15 @@ def maxout_pool_forward(x, pieces, kernel, stride, ceil_mode=True):
     shp = (c, n, oh, ow) if xcf else (n, c, oh, ow)
     y = np.empty(shp, dtype=dt)
     arg = np.empty(shp, dtype=np.int32)
-    _mopool_k(xb, xcf, pieces, kh, kw, sh, sw, oh, ow, y, arg)
+    _split(lambda lo, hi: _mopool_k(xb, xcf, pieces, kh, kw, sh, sw, oh, ow, y, arg, lo, hi),
+           n * c, x.size)
     return _uncanon(y, xcf), _uncanon(arg, xcf)
 
 
 def maxout_pool_backward(dy, arg, x_shape, pieces):
     fn = "maxout_pool_backward"
     xs = _shape4(fn, "x_shape", x_shape)
-    pieces = _pieces(fn, pieces, xs[1])
-    n, cp, h, w, dt, dyb, dycf, ab, acf = _pool_bwd_common(fn, dy, arg, xs, pieces)
-    dx = np.empty((cp, n, h * w), dtype=dt)
-    _mopool_bwd_k(dyb, dycf, ab, acf, pieces, h * w, dx)
-    return dx.reshape(cp, n, h, w).swapaxes(0, 1)
+    return _pool_bwd(fn, dy, arg, xs, _pieces(fn, pieces, xs[1]))
 
 
 # =========================================================================== global avg pool
@@ -675,8 +785,8 @@ def global_avg_pool_backward(dy, x_shape):
 
 
 # =========================================================================== batch norm
-@njit(parallel=True, cache=True)
-def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd):
+@_kern
+def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd, c0, c1):
     if xcf:
         C = xb.shape[0]
         N = xb.shape[1]
@@ -685,7 +795,7 @@ def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd):
         C = xb.shape[1]
     M = xb.shape[2]
     cnt = N * M
-    for c in prange(C):
+    for c in range(c0, c1):
         s = 0.0
         for n in range(N):
             r = _pl(xb, xcf, n, c)
@@ -711,8 +821,8 @@ def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd):
                 o[m] = r[m] * sc + sh
 
 
-@njit(parallel=True, cache=True)
-def _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta):
+@_kern
+def _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, c0, c1):
     if xcf:
         C = xb.shape[0]
         N = xb.shape[1]
@@ -721,7 +831,7 @@ def _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta):
         C = xb.shape[1]
     M = xb.shape[2]
     cnt = N * M
-    for c in prange(C):
+    for c in range(c0, c1):
         mu = mean[c]
         inv = invstd[c]
         sb = 0.0
@@ -754,7 +864,8 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
     y = np.empty(xb.shape, dtype=dt)
     mean = np.empty(d["C"], dtype=dt)
     invstd = np.empty(d["C"], dtype=dt)
-    _bn_fwd_k(xb, xcf, gamma, beta, float(eps), y, mean, invstd)
+    _split(lambda lo, hi: _bn_fwd_k(xb, xcf, gamma, beta, float(eps), y, mean, invstd, lo, hi),
+           d["C"], x.size)
     return _uncanon(y, xcf).reshape(x.shape), mean, invstd
 
 
@@ -771,7 +882,8 @@ def batch_norm_backward(dy, x, gamma, mean, invstd):
     dx = np.empty(xb.shape, dtype=dt)
     dgamma = np.empty(d["C"], dtype=dt)
     dbeta = np.empty(d["C"], dtype=dt)
-    _bn_bwd_k(dyb, xcf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta)
+    _split(lambda lo, hi: _bn_bwd_k(dyb, xcf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, lo, hi),
+           d["C"], x.size)
     return _uncanon(dx, xcf).reshape(x.shape), dgamma, dbeta
 
 
@@ -783,16 +895,16 @@ def batch_norm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
 
 
 # =========================================================================== relu / dropout
-@njit(parallel=True, cache=True)
-def _relu_k(x, y):
-    for i in prange(x.size):
+@_kern
+def _relu_k(x, y, i0, i1):
+    for i in range(i0, i1):
         v = x[i]
         y[i] = v if v > 0 else 0
 
 
-@njit(parallel=True, cache=True)
-def _relu_bwd_k(dy, y, dx):
-    for i in prange(dy.size):
+@_kern
+def _relu_bwd_k(dy, y, dx, i0, i1):
+    for i in range(i0, i1):
         dx[i] = dy[i] if y[i] > 0 else 0
 
 
@@ -801,7 +913,8 @@ def relu_forward(x):
     _check(fn, [_Spec("x", x, ("...",))])
     xb, cf = _canon(x) if x.ndim >= 2 else (np.ascontiguousarray(x), False)
     y = np.empty(xb.shape, dtype=x.dtype)
-    _relu_k(xb.reshape(-1), y.reshape(-1))
+    xf, yf = xb.reshape(-1), y.reshape(-1)
+    _split(lambda lo, hi: _relu_k(xf, yf, lo, hi), xf.size, xf.size)
     return _uncanon(y, cf)
 
 
@@ -814,7 +927,8 @@ def relu_backward(dy, y):
     yb = _uncanon(y, cf) if dy.ndim >= 2 else y
     yb = np.ascontiguousarray(yb)
     dx = np.empty(db.shape, dtype=dy.dtype)
-    _relu_bwd_k(db.reshape(-1), yb.reshape(-1), dx.reshape(-1))
+    df, yf, xf = db.reshape(-1), yb.reshape(-1), dx.reshape(-1)
+    _split(lambda lo, hi: _relu_bwd_k(df, yf, xf, lo, hi), df.size, df.size)
     return _uncanon(dx, cf)
 
 

@@ -224,3 +224,32 @@ def test_dispatch_and_strided_inputs():
     y, a = kernels.maxpool2d_forward(x, 2, 2, True)
     np.testing.assert_array_equal(y, ref.maxpool2d_forward(x, 2, 2, True)[0])
     assert kernels.backend(x) is cpu
+
+
+def test_threaded_split_paths(monkeypatch):
+    """Force the elementwise / pooling kernels onto several threads on small inputs."""
+    monkeypatch.setattr(cpu, "_GRAIN", 1)
+    rng = np.random.default_rng(9)
+    dt = np.float64
+    x = layout(arr(rng, (5, 6, 7, 7), dt, ties=True), True)
+    xr = np.ascontiguousarray(x)
+    y, a = cpu.maxout_pool_forward(x, 3, 3, 2, True)
+    yr, ar = ref.maxout_pool_forward(xr, 3, 3, 2, True)
+    close(y, yr, dt)
+    assert np.array_equal(a, ar)
+    dy = arr(rng, y.shape, dt)
+    close(cpu.maxout_pool_backward(dy, a, x.shape, 3), ref.maxout_pool_backward(dy, ar, x.shape, 3), dt)
+    ym, am = cpu.maxout_forward(x, 2)
+    close(ym, ref.maxout_forward(xr, 2)[0], dt)
+    close(cpu.maxout_backward(ym, am, 2), ref.maxout_backward(ym, ref.maxout_forward(xr, 2)[1], 2), dt)
+    close(cpu.maxpool2d_forward(x, 2, 2, False)[0], ref.maxpool2d_forward(xr, 2, 2, False)[0], dt)
+    close(cpu.im2col(x, 3, 1, 1), ref.im2col(xr, 3, 1, 1), dt)
+    cols = ref.im2col(xr, 3, 1, 1)
+    close(cpu.col2im(cols, x.shape, 3, 1, 1), ref.col2im(cols, x.shape, 3, 1, 1), dt)
+    g, bt = arr(rng, (6,), dt), arr(rng, (6,), dt)
+    close(cpu.batch_norm_forward(x, g, bt, 1e-5)[0], ref.batch_norm_forward(xr, g, bt, 1e-5)[0], dt)
+    close(cpu.relu_forward(x), ref.relu_forward(xr), dt)
+    w = arr(rng, (4, 6, 3, 3), dt)
+    dyc = arr(rng, (5, 4, 7, 7), dt)  # NCHW dy: transposed on the pool threads
+    for u, v in zip(cpu.conv2d_backward(dyc, x, w, 1, 1), ref.conv2d_backward(dyc, xr, w, 1, 1)):
+        close(u, v, dt)
