@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import checkpoint
 from .. import random as mrandom
 from ..tensor import Tensor, no_grad
 
@@ -112,6 +111,7 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
             else:
                 log(f"[{name}] resuming after epoch {meta['epoch']} of {epochs}")
     step = sum(h.get("steps", 0) for h in result.history)
+    best_in_memory = None  # without out_dir the best weights are kept here
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
         method.on_epoch_start(epoch)
@@ -146,6 +146,8 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
             if k not in ("epoch", "steps", "seconds")) + f" ({seconds:.1f}s){' *' if improved else ''}")
         waited = epoch - result.best_epoch
         stop = patience is not None and waited >= patience
+        if out_dir is None and improved:
+            best_in_memory = method.state()
         if out_dir is not None:
             if improved:
                 method.save(best_path, epoch=epoch)
@@ -158,6 +160,8 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
             break
     if best_path is not None and os.path.exists(best_path):
         method.load(best_path)
+    elif best_in_memory is not None:
+        method.restore(best_in_memory)
     return result
 
 

@@ -25,8 +25,7 @@ def predict(model, x: np.ndarray, batch_size: int = 500, upto: str | None = None
 
 
 def error_rate(model, valid, batch_size: int = 500) -> float:
-    """Misclassification rate (%) of ``model`` on ``valid`` (has ``arrays() -> (x, y)`` or
-    ``batches()``)."""
+    """Misclassification rate (%) of ``model`` on ``valid`` (a Split)."""
     wrong = total = 0
     for x, y in valid.eval_batches(batch_size):
         logits = predict(model, x, batch_size)
@@ -62,6 +61,9 @@ class Method:
 
     def step(self, idx, x, y) -> dict:
         loss, logs = self.loss(idx, x, y)
+        value = loss.item()
+        if not np.isfinite(value):
+            return {"loss": value}  # no update: the loop reports it on the untouched model
         for opt in self.optimizers.values():
             opt.zero_grad()
         loss.backward()
@@ -69,7 +71,7 @@ class Method:
             opt.step()
         for s in self.schedules:
             s.on_update()
-        return {"loss": loss.item(), **logs}
+        return {"loss": value, **logs}
 
     def validate(self, valid) -> tuple[float, dict]:
         """(metric to minimise, logs); default: the model's validation error in %."""
@@ -81,10 +83,15 @@ class Method:
         return {"lr": opt.lr}
 
     # -- checkpoints ---------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": _Merged(self.models).state_dict(), "optim": _Merged(self.optimizers).state_dict()}
+
+    def restore(self, state: dict):
+        _Merged(self.models).load_state_dict(state["model"])
+        _Merged(self.optimizers).load_state_dict(state["optim"])
+
     def save(self, path, **meta):
-        arrays_model = _Merged({k: m for k, m in self.models.items()})
-        arrays_opt = _Merged({k: o for k, o in self.optimizers.items()})
-        checkpoint.save(path, arrays_model, arrays_opt, **meta)
+        checkpoint.save(path, _Merged(self.models), _Merged(self.optimizers), **meta)
 
     def load(self, path) -> dict:
         ckpt = checkpoint.read(path)
@@ -197,8 +204,15 @@ class TeacherOutputs:
         self.teacher, self.upto, self.cache, self.batch_size = teacher, upto, cache, batch_size
         self.store = {}
 
-    def precompute(self, split: str, x_all: np.ndarray):
-        self.store[split] = predict(self.teacher, x_all, self.batch_size, self.upto)
+    def precompute(self, name: str, split):
+        """Compute and keep the outputs for every example of ``split`` (a Split), by index."""
+        out = None
+        for idx, x, _ in split.indexed_eval_batches(self.batch_size):
+            y = predict(self.teacher, x, self.batch_size, self.upto)
+            if out is None:
+                out = np.empty((len(split),) + y.shape[1:], y.dtype)
+            out[idx] = y
+        self.store[name] = out
 
     def get(self, idx, x, split: str = "train") -> np.ndarray:
         if self.cache and split in self.store:

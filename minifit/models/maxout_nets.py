@@ -14,10 +14,11 @@ DENSE_NORM = 1.9        # teachers' dense maxout layer max column norm
 
 
 def maxout_net(input_shape, convs, dense=None, num_classes=10, input_drop=0.0, hidden_drop=0.0,
-               hint=None):
+               hint=None, irange=IRANGE):
     """convs: [(channels, pieces, kernel, pad, pool, pool_stride)], dense: (units, pieces) or None.
 
-    ``hint``: the layer name a FitNet's hint/guided layer defaults to (metadata only)."""
+    ``hint``: the layer name a FitNet's hint/guided layer defaults to (metadata only).
+    ``irange``: U(-irange, irange) init of every layer (the configs' .005 by default)."""
     layers = []
     c = input_shape[0]
     for i, (ch, pieces, k, pad, pool, pstride) in enumerate(convs):
@@ -25,7 +26,7 @@ def maxout_net(input_shape, convs, dense=None, num_classes=10, input_drop=0.0, h
         if drop:
             layers.append((f"d{i}", Dropout(drop)))
         layers.append((f"h{i}", MaxoutConv2d(c, ch, pieces, k, padding=pad, pool=pool, pool_stride=pstride,
-                                             irange=IRANGE, max_kernel_norm=FIRST_NORM if i == 0 else NORM)))
+                                             irange=irange, max_kernel_norm=FIRST_NORM if i == 0 else NORM)))
         c = ch
     layers.append(("flat", Flatten()))
     net = Network(*layers, input_shape=input_shape, num_classes=num_classes)
@@ -34,11 +35,11 @@ def maxout_net(input_shape, convs, dense=None, num_classes=10, input_drop=0.0, h
     if dense is not None:
         if hidden_drop:
             layers.append((f"d{i}", Dropout(hidden_drop)))
-        layers.append((f"h{i}", MaxoutLinear(flat, dense[0], dense[1], irange=IRANGE, max_col_norm=DENSE_NORM)))
+        layers.append((f"h{i}", MaxoutLinear(flat, dense[0], dense[1], irange=irange, max_col_norm=DENSE_NORM)))
         flat, i = dense[0], i + 1
     if hidden_drop:
         layers.append((f"d{i}", Dropout(hidden_drop)))
-    layers.append(("y", Linear(flat, num_classes, irange=IRANGE, max_col_norm=NORM)))
+    layers.append(("y", Linear(flat, num_classes, irange=irange, max_col_norm=NORM)))
     net = Network(*layers, input_shape=input_shape, num_classes=num_classes)
     net.hint = hint
     return net
@@ -63,34 +64,34 @@ def _fitnet_convs(spec: str, final_pool: int = 8):
 
 
 @register("mnist-teacher")
-def mnist_teacher(num_classes=10):
+def mnist_teacher(num_classes=10, **options):
     """48/2 8x8 pool 4/2 -> 48/2 8x8 pad 3 pool 4/2 -> 24/4 5x5 pad 3 pool 2/2 -> softmax."""
     return maxout_net((1, 28, 28), [(48, 2, 8, 0, 4, 2), (48, 2, 8, 3, 4, 2), (24, 4, 5, 3, 2, 2)],
-                      num_classes=num_classes, input_drop=0.2, hidden_drop=0.5, hint="h1")
+                      num_classes=num_classes, input_drop=0.2, hidden_drop=0.5, hint="h1", **options)
 
 
 @register("mnist-fitnet")
-def mnist_fitnet(num_classes=10):
+def mnist_fitnet(num_classes=10, **options):
     """Six maxout conv layers (~30K params); guided layer h3 (mimics teacher h1)."""
     return maxout_net((1, 28, 28), [(16, 2, 5, 0, 1, 1), (16, 2, 3, 0, 4, 2), (16, 2, 5, 3, 1, 1),
                                     (16, 2, 3, 0, 4, 2), (12, 4, 3, 3, 1, 1), (12, 4, 3, 0, 2, 2)],
-                      num_classes=num_classes, hint="h3")
+                      num_classes=num_classes, hint="h3", **options)
 
 
 @register("cifar-teacher")
-def cifar_teacher(num_classes=10):
+def cifar_teacher(num_classes=10, **options):
     """96/2 8x8 pad 4 pool 4/2 -> 192/2 8x8 pad 3 pool 4/2 -> 192/2 5x5 pad 3 pool 2/2 ->
     maxout 500x5 -> softmax (the maxout paper's CIFAR-10 network)."""
     return maxout_net((3, 32, 32), [(96, 2, 8, 4, 4, 2), (192, 2, 8, 3, 4, 2), (192, 2, 5, 3, 2, 2)],
-                      dense=(500, 5), num_classes=num_classes, input_drop=0.2, hidden_drop=0.5, hint="h1")
+                      dense=(500, 5), num_classes=num_classes, input_drop=0.2, hidden_drop=0.5, hint="h1", **options)
 
 
 @register("svhn-teacher")
-def svhn_teacher(num_classes=10):
+def svhn_teacher(num_classes=10, **options):
     """Maxout paper SVHN: 64/2 8x8 pad 4 pool 4/2 -> 128/2 8x8 pad 3 pool 4/2 ->
     128/2 5x5 pad 3 pool 2/2 -> maxout 400x5 -> softmax."""
     return maxout_net((3, 32, 32), [(64, 2, 8, 4, 4, 2), (128, 2, 8, 3, 4, 2), (128, 2, 5, 3, 2, 2)],
-                      dense=(400, 5), num_classes=num_classes, input_drop=0.2, hidden_drop=0.5, hint="h1")
+                      dense=(400, 5), num_classes=num_classes, input_drop=0.2, hidden_drop=0.5, hint="h1", **options)
 
 
 # CIFAR FitNets (Table 7) and depth networks (Table 6): (conv spec, guided layer, 1-based)
@@ -108,9 +109,9 @@ FITNETS = {
 
 def _register_fitnet(name, spec, guided):
     @register(name)
-    def build(num_classes=10):
+    def build(num_classes=10, **options):
         return maxout_net((3, 32, 32), _fitnet_convs(spec), dense=(500, 5), num_classes=num_classes,
-                          hint=f"h{guided - 1}")
+                          hint=f"h{guided - 1}", **options)
     build.__doc__ = f"{name}: 3x3 maxout convs {spec} ('|' = 2x2 pool), dense maxout 500x5, softmax."
 
 

@@ -1,0 +1,37 @@
+"""``minifit run FILE.toml``: run an experiment and write its report."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(sub):
+    p = sub.add_parser("run", help="run an experiment file (teacher, then students) and write results.md",
+                       description="Train the teacher and every student an experiment file lists, then write "
+                                   "results.md, results.json and curves.png to the output folder.")
+    p.add_argument("file", help="experiment file, e.g. experiments/mnist-fitnets.toml")
+    p.add_argument("--epochs-scale", type=float, default=1.0,
+                   help="multiply every epoch count (e.g. 10 for the paper-length MNIST run)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<file name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoints (finished stages are kept)")
+    p.add_argument("--data-dir", default=None, help="dataset root (default $MINIFIT_DATA, else ./data)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar inside epochs")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from .experiment import run_experiment
+    out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
+    log_path = out / "log.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log_file:
+        def log(msg):
+            print(msg, flush=True)
+            log_file.write(msg + "\n")
+            log_file.flush()
+        summary = run_experiment(args.file, out, args.epochs_scale, args.resume, args.data_dir, log,
+                                 progress=not args.no_progress)
+    print((out / "results.md").read_text())
+    print(f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}", file=sys.stderr)
+    return 0 if summary["results"] else 1
