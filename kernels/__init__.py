@@ -26,6 +26,12 @@ API (every implementation provides every name):
   batch_norm_inference(x, gamma, beta, running_mean, running_var, eps) -> y
   relu_forward(x) -> y;  relu_backward(dy, y) -> dx
   dropout_mask(shape, p, seed, dtype) -> mask with entries 0 or 1/(1-p)
+
+Engine ops (ENGINE_API): the array math of minifit's functional ops, autograd and
+optimizers outside the layer kernels (elementwise arithmetic with broadcasting, sums,
+matmul, softmax / cross-entropy, batch-norm running statistics, optimizer updates,
+max-norm). kernels.numpy_ops implements them for NumPy arrays, kernels.cuda for device
+arrays; ``kernels.<name>`` runs on the GPU if any positional argument is a device array.
 """
 from __future__ import annotations
 
@@ -41,11 +47,25 @@ _API = (
 )
 
 
+ENGINE_API = (
+    "add", "sub", "mul", "div", "neg", "absolute", "sign", "exp", "log",
+    "astype", "zeros_like", "broadcast_to", "reduce_sum", "unbroadcast", "max_norm_",
+    "matmul", "linear_forward",
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    "cross_entropy_forward", "cross_entropy_backward",
+    "batch_norm_update_running", "batch_norm_eval_backward",
+    "sgd_update", "rmsprop_update", "adam_update",
+)
+
+
 def is_device_array(a) -> bool:
-    """True for a CUDA device array (anything exposing __cuda_array_interface__ that is
-    not a NumPy array)."""
+    """True for a CUDA device array: not a NumPy array, and exposing
+    __cuda_array_interface__ or numba's ``__cuda_ndarray__`` marker (numba-cuda's
+    simulator arrays have only the latter)."""
     import numpy as np
-    return hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
+    if isinstance(a, np.ndarray):
+        return False
+    return hasattr(a, "__cuda_array_interface__") or bool(getattr(a, "__cuda_ndarray__", False))
 
 
 def backend(a):
@@ -69,6 +89,24 @@ def _dispatching(name):
 for _name in _API:
     if _name != "dropout_mask":
         globals()[_name] = _dispatching(_name)
+del _name
+
+
+def _dispatching_any(name):
+    def call(*args, **kwargs):
+        for a in args:
+            if is_device_array(a):
+                from . import cuda
+                return getattr(cuda, name)(*args, **kwargs)
+        from . import numpy_ops
+        return getattr(numpy_ops, name)(*args, **kwargs)
+    call.__name__ = name
+    call.__doc__ = f"``{name}`` on the GPU if any positional argument is a device array, else NumPy."
+    return call
+
+
+for _name in ENGINE_API:
+    globals()[_name] = _dispatching_any(_name)
 del _name
 
 

@@ -35,6 +35,9 @@ from .methods import KD, Backprop, Hints, LinearAnneal, TeacherOutputs, error_ra
 from .splits import Split
 
 
+STUDENT_METHODS = ("backprop", "kd", "fitnets", "adversarial")
+
+
 class ConfigError(ValueError):
     """A problem in an experiment file, named by its key."""
 
@@ -57,8 +60,9 @@ def load_config(path) -> dict:
     _require(cfg, "teacher", str(path))
     for i, s in enumerate(cfg.get("student", [])):
         method = _require(s, "method", f"{path}: [[student]] #{i + 1}")
-        if method not in ("backprop", "kd", "fitnets"):
-            raise ConfigError(f"{path}: [[student]] #{i + 1}: method must be backprop, kd or fitnets, got {method!r}")
+        if method not in STUDENT_METHODS:
+            raise ConfigError(f"{path}: [[student]] #{i + 1}: method must be one of {', '.join(STUDENT_METHODS)}, "
+                              f"got {method!r}")
     cfg["_path"] = str(path)
     return cfg
 
@@ -222,6 +226,9 @@ class Runner:
         _apply_lr_scale(model, spec)
         folder = f"student-{label}"
         augmented = bool(self.splits["train"].augment)
+        if method == "adversarial":  # conditional adversarial KD (minifit.distill.adversarial)
+            from .adversarial import train_student
+            return train_student(self, spec, label, model, teacher, folder)
         if method == "backprop":
             opt = build_optimizer(model.parameters(), spec["optimizer"], label)
             f = self._fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, folder, label)
