@@ -25,7 +25,9 @@ import numpy as np
 
 from .. import __version__
 from .. import random as mrandom
+from ..data import MissingDataError, data_root
 from ..data import preprocess as P
+from ..data.fetch import fetch
 from ..data.loaders import load, train_val_split
 from .. import models as M
 from ..models.regressor import for_networks
@@ -122,7 +124,15 @@ def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print
     d = cfg["data"]
     name = _require(d, "name", "[data]")
     opts = d.get("options", {})
-    full = load(name, "train", data_dir, **{k: v for k, v in opts.items() if k != "test_file"})
+    try:
+        full = load(name, "train", data_dir, **{k: v for k, v in opts.items() if k != "test_file"})
+    except MissingDataError:
+        if not d.get("fetch", name in ("mnist", "fashion-mnist")):
+            raise
+        # first use: download into the data root (verified against the published checksums)
+        log(f"[data] {name} not found under {data_root(data_dir)}; fetching it (once)")
+        fetch(name, data_dir)
+        full = load(name, "train", data_dir, **{k: v for k, v in opts.items() if k != "test_file"})
     train, valid = train_val_split(full, d.get("valid"))
     test = load(name, "test", data_dir, **opts)
     lim = d.get("limits", {})

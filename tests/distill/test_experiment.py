@@ -121,3 +121,19 @@ def test_shipped_experiment_files_parse():
     from pathlib import Path
     for path in sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.toml")):
         load_config(path)
+
+
+def test_missing_mnist_is_fetched_on_first_use(tmp_path, monkeypatch):
+    """`minifit run` on a machine without MNIST fetches it once into the data root."""
+    import minifit.distill.experiment as E
+    calls = []
+
+    def fake_fetch(name, root):
+        calls.append((name, str(root)))
+        raise ConnectionError("offline (test): tried https://example/mnist")
+    monkeypatch.setattr(E, "fetch", fake_fetch)
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TINY)
+    with pytest.raises(ConnectionError, match="offline"):
+        run_experiment(cfg, tmp_path / "out", data_dir=tmp_path / "empty", log=lambda s: None)
+    assert calls == [("mnist", str(tmp_path / "empty"))]
