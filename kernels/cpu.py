@@ -53,7 +53,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # im2col chunk: at most this many elements in one thread's (C*kh*kw, chunk*OH*OW) buffer.
 _CHUNK_ELEMS = 1 << 20
 # below this many elements an elementwise / pooling kernel runs on the calling thread only
-_GRAIN = 1 << 14
+_GRAIN = 1 << 16
 
 _kern = njit(nogil=True, cache=True)
 
