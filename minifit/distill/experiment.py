@@ -15,13 +15,10 @@ epochs), so the same file runs on a laptop budget or at the paper's length.
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 import tomllib
 from pathlib import Path
 
-import numpy as np
 
 from .. import __version__
 from .. import random as mrandom
@@ -32,7 +29,8 @@ from ..data.loaders import load, train_val_split
 from .. import models as M
 from ..models.regressor import for_networks
 from .. import optim
-from .loop import fit
+from .. import checkpoint
+from .loop import FitResult, fit
 from .methods import KD, Backprop, Hints, LinearAnneal, TeacherOutputs, error_rate
 from .splits import Split
 
@@ -222,6 +220,17 @@ class Runner:
         mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0))
         model = M.build(_require(spec, "model", "[teacher]"), self.num_classes, **spec.get("model_options", {}))
         _apply_lr_scale(model, spec)
+        if spec.get("checkpoint"):
+            # a teacher trained by another run (e.g. the depth experiment reuses FitNet-1's)
+            path = Path(spec["checkpoint"])
+            if not path.exists():
+                raise FileNotFoundError(f"[teacher] checkpoint {path} does not exist: train the teacher first "
+                                        f"(e.g. minifit run experiments/cifar10-fitnet1.toml) or remove the key")
+            state = checkpoint.read(path)["model"]
+            model.load_state_dict({k.split(":", 1)[1]: v for k, v in state.items() if k.startswith("model:")})
+            self.log(f"[teacher] loaded {path}")
+            self._record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"]))])
+            return model
         opt = build_optimizer(model.parameters(), _require(spec, "optimizer", "[teacher]"), "[teacher]")
         f = self._fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, "teacher", "teacher")
         self._record("teacher", "backprop", model, [f])
@@ -324,6 +333,8 @@ def write_reports(summary: dict, out: Path):
             lines.append(f"Hint stage of {r['label']} ({r['guided']} <- teacher {r['hint']}, regressor "
                          f"{r['regressor_params']:,} params): validation L_HT per epoch "
                          + ", ".join(f"{v:.3f}" for v in r["hint_curve"]))
+    from .tables import grouped_tables  # rows with a "tables" field: extra sections (adversarial KD)
+    lines += grouped_tables(summary)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     from .plot import plot_curves
     plot_curves({r["label"]: r["curve"] for r in summary["results"]}, out / "curves.png",

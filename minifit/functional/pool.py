@@ -1,8 +1,6 @@
 """Maxout and pooling: ops that route the gradient to the arg-max."""
 from __future__ import annotations
 
-import numpy as np
-
 import kernels as K
 
 from ..tensor import Tensor, as_tensor
@@ -69,5 +67,3 @@ def output_hw(hw, kernel_size, stride=None, ceil_mode=False):
     s = K.pair(k if stride is None else stride)
     return tuple(K.pool_output_size(int(n), kk, ss, ceil_mode) for n, kk, ss in zip(hw, k, s))
 
-
-__all__ = ["maxout", "max_pool2d", "maxout_pool2d", "global_avg_pool2d", "output_hw", "np"]

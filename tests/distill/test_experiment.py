@@ -2,7 +2,6 @@
 (hint stage, then KD), through the same code path as `minifit run`."""
 import json
 
-import numpy as np
 import pytest
 
 from minifit.cli import main
