@@ -143,7 +143,7 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
             result.best_metric, result.best_epoch = metric, epoch
         log(f"[{name}] epoch {epoch:3d}/{epochs} " + " ".join(
             f"{k[6:] if k.startswith('train_') else k} {_fmt(v)}" for k, v in row.items()
-            if k not in ("epoch", "steps", "seconds")) + f" ({seconds:.1f}s){' *' if improved else ''}")
+            if k not in ("epoch", "steps", "seconds", "valid_metric")) + f" ({seconds:.1f}s){' *' if improved else ''}")
         waited = epoch - result.best_epoch
         stop = patience is not None and waited >= patience
         if out_dir is None and improved:

@@ -116,13 +116,19 @@ class _Merged:
             part.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
+def batch_error(logits: Tensor, y) -> dict:
+    """Training error (%) of a batch, from the logits the step computed anyway."""
+    return {"err": 100.0 * float(np.mean(logits.numpy().argmax(axis=1) != y))}
+
+
 class Backprop(Method):
     """Standard training: minimise cross-entropy with the labels."""
 
     name = "backprop"
 
     def loss(self, idx, x, y):
-        return F.cross_entropy(self.model(Tensor(x)), y), {}
+        logits = self.model(Tensor(x))
+        return F.cross_entropy(logits, y), batch_error(logits, y)
 
 
 class LinearAnneal:
@@ -154,8 +160,8 @@ class KD(Method):
 
     def loss(self, idx, x, y):
         t = self.teacher.get(idx, x)
-        lam = self.lam(self.epoch)
-        return kd_loss(self.model(Tensor(x)), t, y, self.tau, lam, self.hinton), {}
+        logits = self.model(Tensor(x))
+        return kd_loss(logits, t, y, self.tau, self.lam(self.epoch), self.hinton), batch_error(logits, y)
 
     def epoch_logs(self):
         return {**super().epoch_logs(), "lambda": self.lam(self.epoch)}
