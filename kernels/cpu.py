@@ -807,12 +807,7 @@ def global_avg_pool_backward(dy, x_shape):
 # =========================================================================== batch norm
 @_kern
 def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd, c0, c1):
-    if xcf:
-        C = xb.shape[0]
-        N = xb.shape[1]
-    else:
-        N = xb.shape[0]
-        C = xb.shape[1]
+    N, _ = _nc(xb, xcf)
     M = xb.shape[2]
     cnt = N * M
     for c in range(c0, c1):
@@ -843,12 +838,7 @@ def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd, c0, c1):
 
 @_kern
 def _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, c0, c1):
-    if xcf:
-        C = xb.shape[0]
-        N = xb.shape[1]
-    else:
-        N = xb.shape[0]
-        C = xb.shape[1]
+    N, _ = _nc(xb, xcf)
     M = xb.shape[2]
     cnt = N * M
     for c in range(c0, c1):

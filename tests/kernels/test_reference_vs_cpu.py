@@ -6,7 +6,6 @@ from hypothesis import given, settings, strategies as st
 
 import kernels
 from kernels import cpu, reference as ref
-from kernels.shapes import conv_output_size
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
