@@ -2,7 +2,9 @@
 also appears in one table per name, with its loss terms, CPU inference time and the
 discriminator's last-epoch accuracies when it has them, beside the paper's figures for the
 same label (``[paper] label = { test_err, infer_s, params }``). ``[paper.tables.NAME]``
-gives a table's ``title`` and ``text`` (the paper's own table, printed under ours)."""
+gives a table's ``title``, ``text`` (the paper's own table, printed under ours) and
+optionally ``rows`` (label -> paper figures for this table only, instead of ``[paper]``'s);
+tables come in the order of ``[paper.tables]``, then of first appearance."""
 from __future__ import annotations
 
 
@@ -13,7 +15,7 @@ def _fmt(v, spec=".2f"):
 def grouped_tables(summary: dict) -> list[str]:
     paper = summary.get("paper", {}) or {}
     meta = paper.get("tables", {}) if isinstance(paper.get("tables"), dict) else {}
-    order = []
+    order = [name for name in meta if any(name in (r.get("tables") or []) for r in summary["results"])]
     for r in summary["results"]:
         for name in r.get("tables", []) or []:
             if name not in order:
@@ -32,7 +34,7 @@ def grouped_tables(summary: dict) -> list[str]:
         lines += ["", f"## {info.get('title', name)}", "", "| " + " | ".join(head) + " |",
                   "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
         for r in rows:
-            p = paper.get(r["label"], {})
+            p = info["rows"].get(r["label"], {}) if "rows" in info else paper.get(r["label"], {})
             p = p if isinstance(p, dict) else {"test_err": p}
             params = f"{r['params'] / 1e6:.2f}M" + (f" ({p['params']})" if "params" in p else "")
             cells = [r["label"], r.get("losses", r["method"]), r["model"], params]

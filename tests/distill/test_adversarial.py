@@ -83,7 +83,7 @@ def test_without_gan_no_discriminator_is_trained_and_l1_alone_is_the_l1_gradient
     s = x @ w0.T + b0
     _, g = l1_loss_value_and_grad(s, t)
     logs = method.step(np.arange(N), x, y)
-    assert set(logs) == {"loss", "L_L1"}
+    assert set(logs) == {"loss", "L_L1", "err"}
     np.testing.assert_allclose(student.weight.data, w0 - 0.05 * g.T @ x, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(student.bias.data, b0 - 0.05 * g.sum(0), rtol=1e-5, atol=1e-6)
 
