@@ -525,11 +525,12 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
         _im2col_k(xb, xcf, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, cols, True)
         c2 = cols.reshape(kb, nb * p)[:, :m * p]
         dyk = dyc[:, n0 * p:(n0 + m) * p]
+        # dw^T (kb, O) = cols @ dy^T: faster than dy @ cols^T for the small O of thin nets
         if wid in acc:
-            np.matmul(dyk, c2.T, out=tmp[wid])
+            np.matmul(c2, dyk.T, out=tmp[wid])
             acc[wid] += tmp[wid]
         else:
-            acc[wid] = np.matmul(dyk, c2.T)
+            acc[wid] = np.matmul(c2, dyk.T)
             tmp[wid] = np.empty_like(acc[wid])
         if need_dx:
             np.matmul(w2t, dyk, out=c2[:k])  # the columns are dead: reuse the buffer
@@ -541,7 +542,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
     for a in acc.values():
         total = a if total is None else total + a
     dx = dxb.swapaxes(0, 1) if need_dx else None
-    return dx, np.ascontiguousarray(total[:, :k]).reshape(w.shape), np.ascontiguousarray(total[:, k])
+    return dx, np.ascontiguousarray(total[:k].T).reshape(w.shape), total[k].copy()
 
 
 # =========================================================================== maxout
