@@ -23,7 +23,15 @@ Timing: median of --repeats runs after --warmup runs, per layer, the minifit and
 runs interleaved (torch in a persistent worker process) so that both see the same load
 on a shared machine.
 
+On a machine shared with other jobs, wall time with 2 threads is distorted (PyTorch's
+OpenMP threads suffer more from oversubscription than ours); ``--threads 1 --clock cpu``
+compares the CPU time of one thread on each side instead, which is far less sensitive.
+
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /tmp/venv/bin/python benchmarks/bench_layers.py
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /tmp/venv/bin/python benchmarks/bench_layers.py \
+      --threads 1 --clock cpu
+(OPENBLAS_CORETYPE=Haswell, if set, keeps numpy's OpenBLAS on AVX2 kernels: about 2x
+slower GEMMs on an AVX-512 machine.)
 """
 from __future__ import annotations
 
@@ -91,6 +99,10 @@ def make_inputs(path, seed=0):
     np.savez(path, **arrays)
 
 
+def _clock(kind):
+    return time.thread_time if kind == "cpu" else time.perf_counter
+
+
 def timed(fn, warmup, repeats):
     for _ in range(warmup):
         fn()
@@ -134,12 +146,13 @@ def minifit_steps(inputs, nchw, only):
 
 
 # ----------------------------------------------------------------------------- torch side
-def torch_worker(npz, out_npz):
+def torch_worker(npz, out_npz, threads, clock):
     """Serve timing requests on stdin: a layer index -> one timed step, the seconds on
     stdout; 'save' writes every layer's outputs to out_npz; 'quit' ends."""
     import torch
     import torch.nn.functional as F
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
+    tick = _clock(clock)
     inputs = np.load(npz)
     steps = {}
     for i, (name, c, u, p, k, pad, pool, h, first, _) in enumerate(LAYERS):
@@ -177,9 +190,9 @@ def torch_worker(npz, out_npz):
             print("saved", flush=True)
             continue
         i = int(cmd)
-        t0 = time.perf_counter()
+        t0 = tick()
         steps[i]()
-        print(time.perf_counter() - t0, flush=True)
+        print(tick() - t0, flush=True)
 
 
 def find_torch_python():
@@ -207,14 +220,20 @@ def main(argv=None):
     ap.add_argument("--nchw", action="store_true", help="give x and dy in NCHW layout to minifit")
     ap.add_argument("--only", type=str, default="", help="comma-separated layer indices")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: CPU time of the calling thread (needs --threads 1); much less "
+                         "sensitive to other jobs on a shared machine than wall time")
     ap.add_argument("--torch-worker", nargs=2, metavar=("NPZ", "OUTNPZ"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.clock == "cpu" and a.threads != 1:
+        ap.error("--clock cpu measures one thread: use it with --threads 1")
     if a.torch_worker:
-        torch_worker(*a.torch_worker)
+        torch_worker(*a.torch_worker, a.threads, a.clock)
         return 0
     only = {int(s) for s in a.only.split(",") if s.strip()}
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(THREADS))
-    os.environ.setdefault("MINIFIT_NUM_THREADS", str(THREADS))
+    os.environ["MINIFIT_NUM_THREADS"] = str(a.threads)
+    tick = _clock(a.clock)
     tmp = tempfile.mkdtemp(prefix="bench_layers_")
     proc = None
     try:
@@ -227,8 +246,9 @@ def main(argv=None):
             print("PyTorch not found (set MINIFIT_TORCH_PYTHON to a python that imports torch): "
                   "skipping the torch column", file=sys.stderr)
         else:
-            env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
-            proc = subprocess.Popen([tpy, os.path.abspath(__file__), "--torch-worker", npz,
+            env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+            proc = subprocess.Popen([tpy, os.path.abspath(__file__), "--threads", str(a.threads),
+                                     "--clock", a.clock, "--torch-worker", npz,
                                      os.path.join(tmp, "t.npz")], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True, env=env)
             tinfo = json.loads(proc.stdout.readline())
@@ -248,9 +268,9 @@ def main(argv=None):
                     torch_step(i)
             to, tt = [], []
             for _ in range(a.repeats):
-                t0 = time.perf_counter()
+                t0 = tick()
                 step()
-                to.append(time.perf_counter() - t0)
+                to.append(tick() - t0)
                 if proc:
                     tt.append(torch_step(i))
             ours[i] = float(np.median(to))
@@ -274,7 +294,8 @@ def main(argv=None):
 
     import numba
     from kernels import cpu as K
-    print(f"batch {BATCH}, float32, {THREADS} threads (minifit threads {K._NT}, numba {numba.__version__}, "
+    print(f"batch {BATCH}, float32, {a.threads} thread(s), {a.clock} clock (minifit threads {K._NT}, "
+          f"numba {numba.__version__}, "
           f"numpy {np.__version__}" + (f", torch {tinfo['version']} {tinfo['capability']}" if tinfo else "") + ")")
     print(f"layout of x, dy given to minifit: {'NCHW' if a.nchw else 'CNHW (as produced in-network)'}; "
           f"median of {a.repeats} after {a.warmup} warm-up, the two sides interleaved")
