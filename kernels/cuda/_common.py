@@ -4,11 +4,13 @@ expected and what it got, as kernels.cpu does).
 
 Launch conventions used by every module:
   * 1-D kernels use grid-stride loops (``for i in range(cuda.grid(1), n, cuda.gridsize(1))``)
-    with ``TPB`` threads per block and at most ``MAX_BLOCKS`` blocks, so any size is
-    covered and the last, partial block is bounds-checked by the loop condition.
-  * Row kernels (reductions, softmax, batch-norm statistics) use one block of ``RB``
-    threads per row: the threads stride along the row (coalesced), then reduce in shared
-    memory with a tree (``RB`` is a power of two).
+    with ``TPB`` threads per block (fewer, a multiple of the warp size 32, when n is
+    smaller) and at most ``MAX_BLOCKS`` blocks, so any size is covered and the last,
+    partial block is bounds-checked by the loop condition.
+  * Row kernels (reductions, softmax, batch-norm statistics) use one block per row, of
+    ``row_block(row length)`` threads: a power of two from 32 (one warp) to ``RB``. The
+    threads stride along the row by ``blockDim.x`` (coalesced), then reduce in shared
+    memory (RB elements) with a tree over ``blockDim.x``.
   * Every array handed to a kernel is a device array; nothing is copied implicitly.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from numba import cuda
 
 TPB = 256          # threads per block, 1-D kernels
 MAX_BLOCKS = 2048  # grid cap for grid-stride kernels
-RB = 64            # threads per block, one-block-per-row kernels (power of two)
+RB = 128           # max threads per block of the one-block-per-row kernels (power of two)
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # ------------------------------------------------------------------ kernel registry
@@ -65,6 +67,26 @@ def blocks(n: int, tpb: int = TPB) -> int:
     return max(1, min(MAX_BLOCKS, (int(n) + tpb - 1) // tpb))
 
 
+def threads(n: int) -> int:
+    """Threads per block for a 1-D grid-stride kernel over n elements: TPB, or for small n
+    the smallest multiple of the warp size (32) that covers them."""
+    return TPB if n >= TPB else max(32, 32 * ((int(n) + 31) // 32))
+
+
+def launch1d(k, n, *args):
+    """Launch a grid-stride kernel over n elements."""
+    t = threads(n)
+    launch(k, blocks(n, t), t, *args)
+
+
+def row_block(n: int) -> int:
+    """Threads per block of a row kernel for rows of length n: a power of two in [32, RB]."""
+    t = 32
+    while t < n and t < RB:
+        t *= 2
+    return t
+
+
 def ceil_div(a: int, b: int) -> int:
     return (int(a) + b - 1) // b
 
@@ -99,7 +121,7 @@ def full(shape, value, dtype):
     out = empty(shape, dtype)
     o = flat(out)
     if int(np.prod(out.shape, dtype=np.int64)) > 0:
-        launch(_fill_k, blocks(o.size), TPB, o, np.dtype(dtype).type(value))
+        launch1d(_fill_k, o.size, o, np.dtype(dtype).type(value))
     return out
 
 
@@ -202,11 +224,12 @@ def per_dtype(name: str):
 
 @cuda.jit(device=True)
 def block_sum(sh, tid, v):
-    """Sum of ``v`` over the RB threads of a block (tree in shared array ``sh`` of RB
-    elements). Every thread of the block must call it; every thread gets the total."""
+    """Sum of ``v`` over the threads of a block (blockDim.x: a power of two <= RB; tree in
+    the shared array ``sh`` of RB elements). Every thread of the block must call it; every
+    thread gets the total."""
     sh[tid] = v
     cuda.syncthreads()
-    s = RB // 2
+    s = cuda.blockDim.x // 2
     while s > 0:
         if tid < s:
             sh[tid] += sh[tid + s]
@@ -219,10 +242,10 @@ def block_sum(sh, tid, v):
 
 @cuda.jit(device=True)
 def block_max(sh, tid, v):
-    """Max of ``v`` over the RB threads of a block (see block_sum)."""
+    """Max of ``v`` over the threads of a block (see block_sum)."""
     sh[tid] = v
     cuda.syncthreads()
-    s = RB // 2
+    s = cuda.blockDim.x // 2
     while s > 0:
         if tid < s:
             if sh[tid + s] > sh[tid]:

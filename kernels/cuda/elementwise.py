@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._common import (TPB, blocks, empty, flat, is_dev, kernel, launch, need, prod, zeros)
+from ._common import empty, flat, is_dev, kernel, launch1d, need, prod, zeros
 
 MAXDIM = 6
 ADD, SUB, MUL, DIV = 0, 1, 2, 3
@@ -181,9 +181,9 @@ def _binary(fname, op, a, b):
             return out
         o = flat(out)
         if tuple(a.shape) == tuple(b.shape):
-            launch(_binary_k, blocks(o.size), TPB, flat(a), flat(b), o, op)
+            launch1d(_binary_k, o.size, flat(a), flat(b), o, op)
         else:
-            launch(_binary_bcast_k, blocks(o.size), TPB, flat(a), flat(b), o, op, _pad(shape),
+            launch1d(_binary_bcast_k, o.size, flat(a), flat(b), o, op, _pad(shape),
                    _bcast_strides(a.shape, shape), _bcast_strides(b.shape, shape))
         return out
     if not (ad or bd):
@@ -193,7 +193,7 @@ def _binary(fname, op, a, b):
     s = _scalar(fname, other, arr.dtype)
     out = empty(arr.shape, arr.dtype)
     if out.size:
-        launch(_binary_scalar_k, blocks(out.size), TPB, flat(arr), s, flat(out), op, not ad)
+        launch1d(_binary_scalar_k, out.size, flat(arr), s, flat(out), op, not ad)
     return out
 
 
@@ -201,7 +201,7 @@ def _unary(fname, op, x, dtype=None):
     need(fname, "x", x, dtypes=None)
     out = empty(x.shape, x.dtype if dtype is None else dtype)
     if out.size:
-        launch(_unary_k, blocks(out.size), TPB, flat(x), flat(out), op)
+        launch1d(_unary_k, out.size, flat(x), flat(out), op)
     return out
 
 
@@ -268,7 +268,7 @@ def broadcast_to(x, shape, dtype=None):
     out = empty(shape, x.dtype if dtype is None else dtype)
     if out.size:
         o = flat(out)
-        launch(_bcast_copy_k, blocks(o.size), TPB, flat(x), o, _pad(shape), _bcast_strides(x.shape, shape))
+        launch1d(_bcast_copy_k, o.size, flat(x), o, _pad(shape), _bcast_strides(x.shape, shape))
     return out
 
 
@@ -285,7 +285,7 @@ def relu_backward(dy, y):
         raise ValueError(f"relu_backward: dy {tuple(dy.shape)} and y {tuple(y.shape)} must have the same shape")
     dx = empty(dy.shape, dy.dtype)
     if dx.size:
-        launch(_relu_bwd_k, blocks(dx.size), TPB, flat(dy), flat(y), flat(dx))
+        launch1d(_relu_bwd_k, dx.size, flat(dy), flat(y), flat(dx))
     return dx
 
 

@@ -3,7 +3,9 @@ forward and both backward products, matmul, the dense layer.
 
 GEMM (``_gemm``): C[z] = op(A[z]) @ op(B[z]) (+ bias), op = identity or transpose.
   * Block = TILE x TILE threads computing one TILE x TILE tile of C; grid = (ceil(N/TILE),
-    ceil(M/TILE), batches). For each TILE-wide slab of K the block stages one tile of A
+    ceil(M/TILE), batches). TILE is 16, or 8 when C has at most 8 rows or columns (a
+    conv with few output maps, a small batch through a dense layer: fewer idle threads).
+    For each TILE-wide slab of K the block stages one tile of A
     and one of B in shared memory (``syncthreads`` before and after use) and every thread
     accumulates its dot product from shared memory.
   * Coalesced loads in all four transpose cases: threads with consecutive ``threadIdx.x``
@@ -22,20 +24,21 @@ the columns with the batch reduced; dX = col2im(GEMM of W^T and dY), col2im gath
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import cuda
 
 from ..shapes import conv_output_size, pair
-from ._common import (TPB, blocks, ceil_div, empty, kernel, launch, need, per_dtype, same_dtype, shape4)
+from ._common import ceil_div, empty, kernel, launch, launch1d, need, same_dtype, shape4
 from .reduce import reduce_sum
 
-TILE = 16
-TILE_PAD = TILE + 1   # shared-memory row length (no bank conflicts on transposed stores)
+TILES = (8, 16)       # 16 x 16 blocks; 8 x 8 when one side of C is at most 8 (skinny products)
 BIAS_NONE, BIAS_ROW, BIAS_COL = 0, 1, 2
 
 
-@per_dtype("gemm")
-def _gemm(nbt):
+def _make_gemm(nbt, TILE):
+    TILE_PAD = TILE + 1   # shared-memory row length (no bank conflicts on transposed stores)
+
     def k(A, B, C, bias, bias_mode, trans_a, trans_b, reduce_batch):
         """A: (bA, M, K) or, trans_a, (bA, K, M); B: (bB, K, N) or, trans_b, (bB, N, K);
         C: (batches, M, N), or (1, M, N) with reduce_batch. bA, bB in {1, batches}."""
@@ -109,6 +112,13 @@ def _gemm(nbt):
     return k
 
 
+_gemm = {}
+for _tile in TILES:
+    for _np_dt, _nb_dt in ((np.float32, numba.float32), (np.float64, numba.float64)):
+        _f = _make_gemm(_nb_dt, _tile)
+        _f.__name__ = f"gemm{_tile}_{np.dtype(_np_dt).name}"
+        _gemm[np.dtype(_np_dt), _tile] = kernel(_f, name=_f.__name__)
+
 _dummy_bias = {}
 
 
@@ -139,8 +149,9 @@ def gemm(A, B, trans_a=False, trans_b=False, bias=None, bias_mode=BIAS_NONE, red
             from .elementwise import add
             C = add(C, bias.reshape((1, M, 1)) if bias_mode == BIAS_ROW else bias.reshape((1, 1, N)))
         return C
-    grid = (ceil_div(N, TILE), ceil_div(M, TILE), out_b)
-    launch(_gemm[dt], grid, (TILE, TILE), A, B, C, bias, bias_mode, bool(trans_a), bool(trans_b),
+    tile = TILES[0] if min(M, N) <= TILES[0] else TILES[-1]
+    grid = (ceil_div(N, tile), ceil_div(M, tile), out_b)
+    launch(_gemm[dt, tile], grid, (tile, tile), A, B, C, bias, bias_mode, bool(trans_a), bool(trans_b),
            bool(reduce_batch))
     return C
 
@@ -228,13 +239,13 @@ def _out_hw(fname, h, w, kh, kw, sh, sw, ph, pw):
 def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow):
     n, c = int(x.shape[0]), int(x.shape[1])
     cols = empty((n, c * kh * kw, oh * ow), x.dtype)
-    launch(_im2col_k, blocks(cols.size), TPB, x, cols, kh, kw, sh, sw, ph, pw, ow)
+    launch1d(_im2col_k, cols.size, x, cols, kh, kw, sh, sw, ph, pw, ow)
     return cols
 
 
 def _col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, oh, ow):
     x = empty(x_shape, cols.dtype)
-    launch(_col2im_k, blocks(x.size), TPB, cols, x, kh, kw, sh, sw, ph, pw, oh, ow,
+    launch1d(_col2im_k, x.size, cols, x, kh, kw, sh, sw, ph, pw, oh, ow,
            np.dtype(cols.dtype).type(0))
     return x
 

@@ -1,7 +1,7 @@
 """Batch normalisation: training forward / backward, inference, the running-statistics
 update and the backward of the inference form.
 
-x (N, C, ...) is viewed as (N, C, S). Per-channel statistics: one block of RB threads per
+x (N, C, ...) is viewed as (N, C, S). Per-channel statistics: one block (<= RB threads) per
 channel; the threads stride over the N*S values of the channel (consecutive threads on
 consecutive spatial positions) and combine in shared memory. Two passes for the variance
 (mean first, then the mean of squared deviations), as the reference. The per-element
@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._common import (RB, TPB, block_sum, blocks, empty, flat, kernel, launch, need, per_dtype, prod,
+from ._common import (RB, block_sum, empty, flat, kernel, launch, launch1d, need, per_dtype, prod, row_block,
                       same_dtype)
 from .reduce import reduce_sum
 
@@ -28,12 +28,12 @@ def _stats_k(nbt):
         m = (x.size // C)
         for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
             acc = nbt(0)
-            for t in range(tid, m, RB):
+            for t in range(tid, m, cuda.blockDim.x):
                 n = t // S
                 acc += x[(n * C + c) * S + t - n * S]
             mu = block_sum(sh, tid, acc) / nbt(m)
             acc = nbt(0)
-            for t in range(tid, m, RB):
+            for t in range(tid, m, cuda.blockDim.x):
                 n = t // S
                 d = x[(n * C + c) * S + t - n * S] - mu
                 acc += d * d
@@ -63,7 +63,7 @@ def _bwd_stats_k(nbt):
             sg = nbt(0)
             mu = mean[c]
             istd = invstd[c]
-            for t in range(tid, m, RB):
+            for t in range(tid, m, cuda.blockDim.x):
                 n = t // S
                 j = (n * C + c) * S + t - n * S
                 g = dy[j]
@@ -145,9 +145,9 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
     if n * s == 0:
         raise ValueError(f"batch_norm_forward: no values per channel in x {tuple(x.shape)}")
     mean, invstd = empty((c,), dt), empty((c,), dt)
-    launch(_stats_k[dt], min(c, 65535), RB, flat(x), mean, invstd, c, s, dt.type(eps))
+    launch(_stats_k[dt], min(c, 65535), row_block(n * s), flat(x), mean, invstd, c, s, dt.type(eps))
     y = empty(x.shape, dt)
-    launch(_bn_apply_k, blocks(y.size), TPB, flat(x), mean, invstd, gamma, beta, flat(y), c, s)
+    launch1d(_bn_apply_k, y.size, flat(x), mean, invstd, gamma, beta, flat(y), c, s)
     return y, mean, invstd
 
 
@@ -157,9 +157,9 @@ def batch_norm_backward(dy, x, gamma, mean, invstd):
     dt = same_dtype("batch_norm_backward", dy=dy, x=x, gamma=gamma, mean=mean, invstd=invstd)
     n, c, s = _cs(x)
     dgamma, dbeta = empty((c,), dt), empty((c,), dt)
-    launch(_bwd_stats_k[dt], min(c, 65535), RB, flat(dy), flat(x), mean, invstd, dgamma, dbeta, c, s)
+    launch(_bwd_stats_k[dt], min(c, 65535), row_block(n * s), flat(dy), flat(x), mean, invstd, dgamma, dbeta, c, s)
     dx = empty(x.shape, dt)
-    launch(_bn_bwd_apply_k, blocks(dx.size), TPB, flat(dy), flat(x), gamma, mean, invstd, dgamma, dbeta,
+    launch1d(_bn_bwd_apply_k, dx.size, flat(dy), flat(x), gamma, mean, invstd, dgamma, dbeta,
            flat(dx), c, s, dt.type(n * s))
     return dx, dgamma, dbeta
 
@@ -171,7 +171,7 @@ def batch_norm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     n, c, s = _cs(x)
     y = empty(x.shape, dt)
     if y.size:
-        launch(_bn_infer_k, blocks(y.size), TPB, flat(x), gamma, beta, running_mean, running_var, flat(y),
+        launch1d(_bn_infer_k, y.size, flat(x), gamma, beta, running_mean, running_var, flat(y),
                c, s, dt.type(eps))
     return y
 
@@ -183,7 +183,7 @@ def batch_norm_eval_backward(g, x, gamma, running_mean, running_var, eps=1e-5):
     dt = np.dtype(x.dtype)
     n, c, s = _cs(x)
     dx, gx = empty(x.shape, dt), empty(x.shape, dt)
-    launch(_bn_eval_bwd_k, blocks(dx.size), TPB, flat(g), flat(x), gamma, running_mean, running_var,
+    launch1d(_bn_eval_bwd_k, dx.size, flat(g), flat(x), gamma, running_mean, running_var,
            flat(dx), flat(gx), c, s, dt.type(eps))
     axes = (0,) + tuple(range(2, len(x.shape)))
     return dx, reduce_sum(gx, axes), reduce_sum(g, axes)
@@ -195,6 +195,6 @@ def batch_norm_update_running(running_mean, running_var, mean, invstd, momentum,
     for name, a in dict(running_mean=running_mean, running_var=running_var, mean=mean, invstd=invstd).items():
         need("batch_norm_update_running", name, a, ndim=1)
     dt = np.dtype(running_mean.dtype)
-    launch(_bn_running_k, blocks(running_mean.size), TPB, running_mean, running_var, mean, invstd,
+    launch1d(_bn_running_k, running_mean.size, running_mean, running_var, mean, invstd,
            dt.type(1 - momentum), dt.type(momentum), float(momentum), float(eps), float(count))
     return running_mean, running_var

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._common import TPB, blocks, flat, kernel, launch, need
+from ._common import flat, kernel, launch1d, need
 
 
 @kernel
@@ -78,7 +78,7 @@ def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
     T = _check("sgd_update", p, g=g, v=v)
     if p.size:
         pf = flat(p)
-        launch(_sgd_k, blocks(p.size), TPB, pf, flat(g), pf if v is None else flat(v), T(lr), T(momentum),
+        launch1d(_sgd_k, p.size, pf, flat(g), pf if v is None else flat(v), T(lr), T(momentum),
                T(weight_decay), v is not None, bool(nesterov), bool(weight_decay))
     return p
 
@@ -87,7 +87,7 @@ def rmsprop_update(p, g, ms, lr, decay, eps):
     """In place on p and the mean square ms."""
     T = _check("rmsprop_update", p, g=g, ms=ms)
     if p.size:
-        launch(_rmsprop_k, blocks(p.size), TPB, flat(p), flat(g), flat(ms), T(lr), T(decay), T(1 - decay), T(eps))
+        launch1d(_rmsprop_k, p.size, flat(p), flat(g), flat(ms), T(lr), T(decay), T(1 - decay), T(eps))
     return p
 
 
@@ -95,7 +95,7 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
     """In place on p, m, v; ``t`` is the 1-based step count (bias correction)."""
     T = _check("adam_update", p, g=g, m=m, v=v)
     if p.size:
-        launch(_adam_k, blocks(p.size), TPB, flat(p), flat(g), flat(m), flat(v), T(lr), T(beta1), T(1 - beta1),
+        launch1d(_adam_k, p.size, flat(p), flat(g), flat(m), flat(v), T(lr), T(beta1), T(1 - beta1),
                T(beta2), T(1 - beta2), T(1 - beta1 ** t), T(1 - beta2 ** t), T(eps), T(weight_decay),
                bool(weight_decay))
     return p

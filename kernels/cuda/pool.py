@@ -18,7 +18,7 @@ import numpy as np
 from numba import cuda
 
 from ..shapes import pair, pool_output_size
-from ._common import TPB, blocks, empty, flat, kernel, launch, need, prod, shape4, zeros
+from ._common import empty, kernel, launch1d, need, prod, shape4, zeros
 
 _INT = (np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint8), np.dtype(np.int16),
         np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.int8))
@@ -102,7 +102,7 @@ def maxout_forward(x, pieces):
     y = empty((n, c, s), x.dtype)
     arg = empty((n, c, s), np.uint8)
     if y.size:
-        launch(_maxout_k, blocks(y.size), TPB, x.reshape((n, cp, s)), y, arg, pieces)
+        launch1d(_maxout_k, y.size, x.reshape((n, cp, s)), y, arg, pieces)
     return y.reshape((n, c) + rest), arg.reshape((n, c) + rest)
 
 
@@ -118,7 +118,7 @@ def maxout_backward(dy, arg, pieces):
     s = prod(rest)
     dx = empty((n, c * pieces, s), dy.dtype)
     if dx.size:
-        launch(_maxout_bwd_k, blocks(dx.size), TPB, dy.reshape((n, c, s)), arg.reshape((n, c, s)), dx, pieces)
+        launch1d(_maxout_bwd_k, dx.size, dy.reshape((n, c, s)), arg.reshape((n, c, s)), dx, pieces)
     return dx.reshape((n, c * pieces) + rest)
 
 
@@ -175,7 +175,7 @@ def maxpool2d_forward(x, kernel, stride, ceil_mode=True):
     y = empty((n, c, oh, ow), x.dtype)
     arg = empty((n, c, oh, ow), np.int32)
     if y.size:
-        launch(_maxpool_k, blocks(y.size), TPB, x, y, arg, kh, kw, sh, sw)
+        launch1d(_maxpool_k, y.size, x, y, arg, kh, kw, sh, sw)
     return y, arg
 
 
@@ -196,7 +196,7 @@ def maxpool2d_backward(dy, arg, x_shape):
     dx = zeros((n * c, h * w), dy.dtype)
     j = int(dy.shape[2]) * int(dy.shape[3])
     if n * c * j:
-        launch(_pool_scatter_k, blocks(n * c * j), TPB, dy.reshape((n * c, j)), arg.reshape((n * c, j)), dx)
+        launch1d(_pool_scatter_k, n * c * j, dy.reshape((n * c, j)), arg.reshape((n * c, j)), dx)
     return dx.reshape((n, c, h, w))
 
 
@@ -252,7 +252,7 @@ def maxout_pool_forward(x, pieces, kernel, stride, ceil_mode=True):
     y = empty((n, c, oh, ow), x.dtype)
     arg = empty((n, c, oh, ow), np.int32)
     if y.size:
-        launch(_maxout_pool_k, blocks(y.size), TPB, x, y, arg, pieces, kh, kw, sh, sw)
+        launch1d(_maxout_pool_k, y.size, x, y, arg, pieces, kh, kw, sh, sw)
     return y, arg
 
 
@@ -265,5 +265,5 @@ def maxout_pool_backward(dy, arg, x_shape, pieces):
     dx = zeros((n * c, pieces * h * w), dy.dtype)
     j = int(dy.shape[2]) * int(dy.shape[3])
     if n * c * j:
-        launch(_pool_scatter_k, blocks(n * c * j), TPB, dy.reshape((n * c, j)), arg.reshape((n * c, j)), dx)
+        launch1d(_pool_scatter_k, n * c * j, dy.reshape((n * c, j)), arg.reshape((n * c, j)), dx)
     return dx.reshape((n, cp, h, w))

@@ -2,12 +2,12 @@
 pooling, the max-norm constraint.
 
 A sum over a contiguous run of axes is a reduction of a (outer, r, inner) view:
-  * inner == 1 (reducing trailing axes, e.g. a row sum or H*W of a plane): one block of RB
+  * inner == 1 (reducing trailing axes, e.g. a row sum or H*W of a plane): one block of up to RB
     threads per row; the threads stride along the row (coalesced) and combine in shared
     memory (``block_sum``). A single huge row is split over many blocks first.
   * inner > 1 (e.g. summing over the batch axis): one thread per output element loops over
     r; neighbouring threads read neighbouring addresses (coalesced).
-Several non-adjacent axes are reduced run by run, last run first.
+Several non-adjacent axes are reduced run by run, first run first.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ._common import (RB, TPB, block_sum, blocks, empty, flat, kernel, launch, need, per_dtype, prod,
-                      shape4)
+from ._common import (RB, block_sum, empty, flat, kernel, launch, launch1d, need, per_dtype, prod,
+                      row_block, shape4)
 
 _SPLIT = 1 << 15       # a single row longer than this is first reduced by many blocks
 _PARTIAL_BLOCKS = 256
@@ -32,7 +32,7 @@ def _rows_k(nbt):
         for row in range(cuda.blockIdx.x, nrows, cuda.gridDim.x):
             acc = nbt(0)
             base = row * r
-            for t in range(tid, r, RB):
+            for t in range(tid, r, cuda.blockDim.x):
                 acc += x[base + t]
             total = block_sum(sh, tid, acc)
             if tid == 0:
@@ -47,7 +47,7 @@ def _partial_k(nbt):
         sh = cuda.shared.array(RB, nbt)
         tid = cuda.threadIdx.x
         acc = nbt(0)
-        for i in range(cuda.blockIdx.x * RB + tid, n, cuda.gridDim.x * RB):
+        for i in range(cuda.blockIdx.x * cuda.blockDim.x + tid, n, cuda.gridDim.x * cuda.blockDim.x):
             acc += x[i]
         total = block_sum(sh, tid, acc)
         if tid == 0:
@@ -80,11 +80,11 @@ def _reduce3(x1, outer, r, inner, div=1):
             nb = min(_PARTIAL_BLOCKS, (r + RB - 1) // RB)
             partial = empty((nb,), dt)
             launch(_partial_k[dt], nb, RB, x1, partial, r)
-            launch(_rows_k[dt], 1, RB, partial, out, 1, nb, d)
+            launch(_rows_k[dt], 1, row_block(nb), partial, out, 1, nb, d)
         else:
-            launch(_rows_k[dt], min(outer, 65535), RB, x1, out, outer, r, d)
+            launch(_rows_k[dt], min(outer, 65535), row_block(r), x1, out, outer, r, d)
     else:
-        launch(_mid_k, blocks(outer * inner), TPB, x1, out, r, inner, d, dt.type(0))
+        launch1d(_mid_k, outer * inner, x1, out, r, inner, d, dt.type(0))
     return out
 
 
@@ -118,10 +118,12 @@ def reduce_sum(x, axis=None, keepdims=False):
         if a != prev + 1:
             runs.append((start, prev + 1))
             start = a
-    cur, cur_shape = flat(x), list(shape)
-    for s, e in reversed(runs):
+    cur, cur_shape, removed = flat(x), list(shape), 0
+    for s, e in runs:   # first run first: e.g. (N, C, H, W) over (0, 2, 3) = batch, then planes
+        s, e = s - removed, e - removed
         cur = _reduce3(cur, prod(cur_shape[:s]), prod(cur_shape[s:e]), prod(cur_shape[e:]))
         cur_shape = cur_shape[:s] + cur_shape[e:]
+        removed += e - s
     return cur.reshape(out_shape)
 
 
@@ -161,7 +163,7 @@ def global_avg_pool_backward(dy, x_shape):
         raise ValueError(f"global_avg_pool_backward: dy must have shape {(n, c)} for x_shape "
                          f"{(n, c, h, w)}, got {tuple(dy.shape)}")
     dx = empty((n, c, h, w), dy.dtype)
-    launch(_gap_bwd_k, blocks(dx.size), TPB, flat(dy), flat(dx), h * w, np.dtype(dy.dtype).type(h * w))
+    launch1d(_gap_bwd_k, dx.size, flat(dy), flat(dx), h * w, np.dtype(dy.dtype).type(h * w))
     return dx
 
 
@@ -177,7 +179,7 @@ def _max_norm_k(nbt):
         for row in range(cuda.blockIdx.x, nrows, cuda.gridDim.x):
             acc = 0.0
             base = row * r
-            for t in range(tid, r, RB):
+            for t in range(tid, r, cuda.blockDim.x):
                 v = float64(w[base + t])
                 acc += v * v
             total = block_sum(sh, tid, acc)
@@ -185,7 +187,7 @@ def _max_norm_k(nbt):
             if scale > 1.0:
                 scale = 1.0
             s = nbt(scale)
-            for t in range(tid, r, RB):
+            for t in range(tid, r, cuda.blockDim.x):
                 w[base + t] = w[base + t] * s
     return k
 
@@ -197,5 +199,5 @@ def max_norm_(w, max_norm):
     rows = int(w.shape[0])
     r = prod(w.shape[1:])
     if rows and r:
-        launch(_max_norm_k[np.dtype(w.dtype)], min(rows, 65535), RB, flat(w), rows, r, float(max_norm))
+        launch(_max_norm_k[np.dtype(w.dtype)], min(rows, 65535), row_block(r), flat(w), rows, r, float(max_norm))
     return w

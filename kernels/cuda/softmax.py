@@ -1,7 +1,7 @@
 """Softmax, log-softmax and their gradients; cross-entropy; the KD and hint losses of
 minifit.losses (same signatures and results as its NumPy functions).
 
-Along the last axis (the engine's case: logits (N, C)) one block of RB threads handles one
+Along the last axis (the engine's case: logits (N, C)) one block of up to RB threads handles one
 row: threads stride along the row (coalesced), the row max and the sums of exponentials
 are combined in shared memory, then each thread writes its elements. Along another axis
 (x viewed as (outer, n, inner), inner > 1) one thread per (outer, inner) pair walks the
@@ -17,8 +17,8 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ._common import (RB, block_max, block_sum, empty, flat, is_dev, launch, need, per_dtype, prod,
-                      same_dtype, to_device)
+from ._common import (RB, block_max, block_sum, empty, flat, is_dev, launch, launch1d, need, per_dtype, prod,
+                      row_block, same_dtype, to_device)
 from .reduce import reduce_sum
 
 SOFTMAX, LOG_SOFTMAX, SOFTMAX_BWD, LOG_SOFTMAX_BWD = 0, 1, 2, 3
@@ -35,34 +35,34 @@ def _rows_k(nbt):
             base = row * n
             if mode == SOFTMAX or mode == LOG_SOFTMAX:
                 mx = nbt(-math.inf)
-                for t in range(tid, n, RB):
+                for t in range(tid, n, cuda.blockDim.x):
                     if u[base + t] > mx:
                         mx = u[base + t]
                 mx = block_max(sh, tid, mx)
                 acc = nbt(0)
-                for t in range(tid, n, RB):
+                for t in range(tid, n, cuda.blockDim.x):
                     acc += math.exp(u[base + t] - mx)
                 total = block_sum(sh, tid, acc)
                 if mode == SOFTMAX:
-                    for t in range(tid, n, RB):
+                    for t in range(tid, n, cuda.blockDim.x):
                         out[base + t] = math.exp(u[base + t] - mx) / total
                 else:
                     lse = math.log(total)
-                    for t in range(tid, n, RB):
+                    for t in range(tid, n, cuda.blockDim.x):
                         out[base + t] = (u[base + t] - mx) - lse
             elif mode == SOFTMAX_BWD:
                 acc = nbt(0)
-                for t in range(tid, n, RB):
+                for t in range(tid, n, cuda.blockDim.x):
                     acc += u[base + t] * v[base + t]
                 total = block_sum(sh, tid, acc)
-                for t in range(tid, n, RB):
+                for t in range(tid, n, cuda.blockDim.x):
                     out[base + t] = v[base + t] * (u[base + t] - total)
             else:
                 acc = nbt(0)
-                for t in range(tid, n, RB):
+                for t in range(tid, n, cuda.blockDim.x):
                     acc += u[base + t]
                 total = block_sum(sh, tid, acc)
-                for t in range(tid, n, RB):
+                for t in range(tid, n, cuda.blockDim.x):
                     out[base + t] = u[base + t] - math.exp(v[base + t]) * total
     return k
 
@@ -126,10 +126,9 @@ def _along(fname, mode, u, v, axis):
     uf = flat(u)
     vf = uf if v is None else flat(v)
     if inner == 1:
-        launch(_rows_k[dt], min(outer, 65535), RB, uf, vf, flat(out), outer, n, mode)
+        launch(_rows_k[dt], min(outer, 65535), row_block(n), uf, vf, flat(out), outer, n, mode)
     else:
-        from ._common import TPB, blocks
-        launch(_mid_k[dt], blocks(outer * inner), TPB, uf, vf, flat(out), n, inner, mode)
+        launch1d(_mid_k[dt], outer * inner, uf, vf, flat(out), n, inner, mode)
     return out
 
 
@@ -174,7 +173,7 @@ def _ce_loss_k(nbt):
         sh = cuda.shared.array(RB, nbt)
         tid = cuda.threadIdx.x
         acc = nbt(0)
-        for n in range(tid, N, RB):
+        for n in range(tid, N, cuda.blockDim.x):
             acc += logp[n * C + labels[n]]
         total = block_sum(sh, tid, acc)
         if tid == 0:
@@ -204,7 +203,7 @@ def cross_entropy_forward(logits, labels):
     dt = np.dtype(logits.dtype)
     logp = log_softmax(logits, axis=1)
     loss = empty((1,), dt)
-    launch(_ce_loss_k[dt], 1, RB, flat(logp), y, loss, n, c)
+    launch(_ce_loss_k[dt], 1, row_block(n), flat(logp), y, loss, n, c)
     return loss.reshape(()), logp
 
 
@@ -218,8 +217,7 @@ def cross_entropy_backward(logp, labels, g):
     g1 = flat(g) if is_dev(g) else to_device(np.asarray(g, dtype=dt).reshape(1))
     out = empty((n, c), dt)
     if out.size:
-        from ._common import TPB, blocks
-        launch(_ce_grad_k[dt], blocks(out.size), TPB, flat(logp), y, g1, flat(out), c, n)
+        launch1d(_ce_grad_k[dt], out.size, flat(logp), y, g1, flat(out), c, n)
     return out
 
 
@@ -237,7 +235,7 @@ def _kd_k(nbt):
             y = labels[row]
             ms = nbt(-math.inf)
             mt = nbt(-math.inf)
-            for j in range(tid, C, RB):
+            for j in range(tid, C, cuda.blockDim.x):
                 if s[base + j] > ms:
                     ms = s[base + j]
                 if t[base + j] > mt:
@@ -249,7 +247,7 @@ def _kd_k(nbt):
             a1 = nbt(0)
             a2 = nbt(0)
             a3 = nbt(0)
-            for j in range(tid, C, RB):
+            for j in range(tid, C, cuda.blockDim.x):
                 a1 += math.exp(s[base + j] - ms)
                 a2 += math.exp(s[base + j] / tau - mst)
                 a3 += math.exp(t[base + j] / tau - mtt)
@@ -257,7 +255,7 @@ def _kd_k(nbt):
             lse2 = math.log(block_sum(sh, tid, a2))
             lse3 = math.log(block_sum(sh, tid, a3))
             soft = nbt(0)
-            for j in range(tid, C, RB):
+            for j in range(tid, C, cuda.blockDim.x):
                 lps = (s[base + j] - ms) - lse1
                 lpst = (s[base + j] / tau - mst) - lse2
                 ptt = math.exp((t[base + j] / tau - mtt) - lse3)
@@ -296,7 +294,7 @@ def kd_loss_value_and_grad(s, t, labels, tau, lam, hinton=False):
     parts = empty((2, n), dt)
     if n == 0:
         return float("nan"), grad
-    launch(_kd_k[dt], min(n, 65535), RB, flat(s), flat(t), y, flat(grad), flat(parts), n, c, dt.type(tau),
+    launch(_kd_k[dt], min(n, 65535), row_block(c), flat(s), flat(t), y, flat(grad), flat(parts), n, c, dt.type(tau),
            dt.type(w / tau))
     hard, soft = reduce_sum(parts, 1).copy_to_host()
     return (float(hard) + w * float(soft)) / n, grad
@@ -331,7 +329,6 @@ def hint_loss_value_and_grad(regressed, hint):
     sq = empty(regressed.shape, np.float64)
     if grad.size == 0:
         return 0.0, grad
-    from ._common import TPB, blocks
-    launch(_hint_k[dt], blocks(grad.size), TPB, flat(regressed), flat(hint), flat(grad), flat(sq), n)
+    launch1d(_hint_k[dt], grad.size, flat(regressed), flat(hint), flat(grad), flat(sq), n)
     total = float(reduce_sum(sq).copy_to_host())
     return 0.5 * total / n, grad

@@ -1,7 +1,8 @@
 """kernels.cuda against its twins: every kernel of the API equals kernels.reference, every
 engine op equals kernels.numpy_ops (float32, rtol/atol 1e-4 as the CPU kernel tests; the
 argmax encodings exactly), on random inputs with ragged sizes (not multiples of the GEMM
-tile 16, the 1-D block 256 or the row block 64), and ties for the max ops.
+tiles 8 and 16, the 1-D block of 256 threads or the row blocks of 32-128), and ties
+for the max ops.
 
 Runs on numba-cuda's simulator (see conftest.py: strict, so no NumPy fallback can hide in
 the device code). The simulator executes every thread in Python, so shapes are tiny. The
@@ -86,9 +87,12 @@ def test_available_on_the_simulator(kc):
 
 
 # ----------------------------------------------------------------------------- GEMM / conv
-@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
-def test_matmul_ragged_tiles(kc, rng, ta, tb):
-    m, k, n = 17, 19, 3   # two row tiles, two K tiles, one partial column tile
+@pytest.mark.parametrize("m,k,n,ta,tb", [
+    (11, 19, 5, False, False), (11, 19, 5, True, False), (11, 19, 5, False, True), (11, 19, 5, True, True),
+    (17, 18, 9, False, False), (17, 18, 9, True, True)])
+def test_matmul_ragged_tiles(kc, rng, m, k, n, ta, tb):
+    """C = op(A) op(B), all four transpose cases; (11, 5) runs 8 x 8 tiles, (17, 9) 16 x 16
+    tiles; no dimension is a multiple of its tile and K spans 2-3 tiles."""
     a = rnd(rng, k, m) if ta else rnd(rng, m, k)
     b = rnd(rng, n, k) if tb else rnd(rng, k, n)
     close(kernels.matmul(dev(a), dev(b), ta, tb), npo.matmul(a, b, ta, tb))
@@ -255,8 +259,13 @@ def test_casts_and_fills(kc, rng):
 @pytest.mark.parametrize("axis,keepdims", [(None, False), (None, True), (0, False), (1, True), (-1, False),
                                            ((0, 2, 3), False), ((0, 2, 3), True), ((1, 3), False), ((), False)])
 def test_reduce_sum(kc, rng, axis, keepdims):
-    x = rnd(rng, 3, 2, 5, 70)
+    x = rnd(rng, 2, 3, 2, 37)
     close(kernels.reduce_sum(dev(x), axis, keepdims), npo.reduce_sum(x, axis, keepdims))
+
+
+def test_reduce_sum_rows_longer_than_the_block(kc, rng):
+    x = rnd(rng, 2, 300)   # 128-thread blocks, three strides per row
+    close(kernels.reduce_sum(dev(x), 1), npo.reduce_sum(x, 1))
 
 
 def test_reduce_sum_two_stage(kc, rng, monkeypatch):
@@ -273,7 +282,7 @@ def test_unbroadcast(kc, rng, gshape, shape):
     close(kernels.unbroadcast(dev(g), shape), npo.unbroadcast(g, shape))
 
 
-@pytest.mark.parametrize("shape", [(5, 3, 2, 2), (4, 70), (6,)])
+@pytest.mark.parametrize("shape", [(5, 3, 2, 2), (2, 300), (6,)])
 def test_max_norm(kc, rng, shape):
     w = rnd(rng, *shape)
     w[0] *= 0.01   # some rows inside the constraint, some outside
@@ -282,7 +291,7 @@ def test_max_norm(kc, rng, shape):
     close(d, npo.max_norm_(w.copy(), 1.3))
 
 
-@pytest.mark.parametrize("shape,axis", [((4, 70), -1), ((3, 5, 4), 1), ((2, 10), 0)])
+@pytest.mark.parametrize("shape,axis", [((4, 70), -1), ((1, 300), -1), ((3, 5, 4), 1), ((2, 10), 0)])
 def test_softmax_family(kc, rng, shape, axis):
     x = rnd(rng, *shape) * 4
     for fwd, bwd in (("softmax", "softmax_backward"), ("log_softmax", "log_softmax_backward")):
@@ -369,11 +378,12 @@ def _exercise_every_kernel(kc):
     """Launch every registered kernel once (tiny inputs); the launcher records the types."""
     rng = np.random.default_rng(0)
     r = lambda *s: dev(rnd(rng, *s))  # noqa: E731
-    x, w, b = r(2, 4, 5, 5), r(4, 4, 3, 3), r(4)
-    y = kc.conv2d_forward(x, w, b, 1, 1)
-    kc.conv2d_backward(y, x, w, 1, 1, True)
-    kc.col2im(kc.im2col(x, 3, 1, 1), x.shape, 3, 1, 1)
+    x, w, b = r(1, 4, 3, 3), r(4, 4, 2, 2), r(4)
+    y = kc.conv2d_forward(x, w, b, 1, 0)
+    kc.conv2d_backward(y, x, w, 1, 0, True)
+    kc.col2im(kc.im2col(x, 2, 1, 0), x.shape, 2, 1, 0)
     kc.linear_forward(r(3, 4), r(2, 4), r(2))
+    kc.matmul(r(9, 2), r(2, 9))   # 16 x 16 tiles
     ym, am = kc.maxout_forward(x, 2)
     kc.maxout_backward(ym, am, 2)
     yp, ap = kc.maxpool2d_forward(x, 2, 2, True)
@@ -428,20 +438,17 @@ def _as_float64(name, argtypes):
     return name[:-len("float32")] + "float64", tuple(conv(t) for t in argtypes)
 
 
-def test_every_kernel_compiles_to_ptx_for_a_real_gpu(kc, tmp_path):
-    """The simulator never compiles; this compiles each launched kernel specialisation with
-    numba-cuda's real pipeline (type inference, lowering, NVVM) to PTX for sm_75, in a
-    subprocess without the simulator. Skipped where NVVM / libdevice are not installed."""
+def _compile_launches_to_ptx(kc, tmp_path, float64_twins):
     from kernels.cuda import _common
     _common.start_recording()
     try:
         _exercise_every_kernel(kc)
     finally:
         records = _common.stop_recording()
-    records += [_as_float64(name, types) for name, types in records if name.endswith("_float32")]
-    launched = {name for name, _ in records}
+    twins = [_as_float64(name, types) for name, types in records if name.endswith("_float32")]
+    launched = {name for name, _ in records + twins}
     assert launched == set(_common.KERNELS), f"kernels never launched: {set(_common.KERNELS) - launched}"
-    unique = sorted(set(records), key=str)
+    unique = sorted(set(twins if float64_twins else records), key=str)
     path = tmp_path / "launches.pkl"
     path.write_bytes(pickle.dumps(unique))
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
@@ -449,8 +456,21 @@ def test_every_kernel_compiles_to_ptx_for_a_real_gpu(kc, tmp_path):
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("ptx_check.py")), str(path)],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode == 3:
         pytest.skip(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"compiled {len(unique)} " in proc.stdout, proc.stdout
+
+
+def test_every_kernel_compiles_to_ptx_for_a_real_gpu(kc, tmp_path):
+    """The simulator never compiles; this compiles each launched kernel specialisation with
+    numba-cuda's real pipeline (type inference, lowering, NVVM) to PTX for sm_75, in a
+    subprocess without the simulator. Skipped where NVVM / libdevice are not installed.
+    The float64 twins of the per-dtype kernels (same source) compile under -m slow."""
+    _compile_launches_to_ptx(kc, tmp_path, float64_twins=False)
+
+
+@pytest.mark.slow
+def test_float64_kernels_compile_to_ptx(kc, tmp_path):
+    _compile_launches_to_ptx(kc, tmp_path, float64_twins=True)
