@@ -9,6 +9,7 @@ import numpy as np
 import kernels as K
 
 from . import functional as F
+from .device import DEVICES, device_of, move, resolve, to_host
 from . import random as mrandom
 from .tensor import Tensor, as_tensor
 
@@ -31,11 +32,7 @@ class Parameter(Tensor):
     def apply_max_norm(self):
         if self.max_norm is None:
             return
-        d = self.data
-        axes = tuple(range(1, d.ndim))
-        norms = np.sqrt((d.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
-        scale = np.minimum(1.0, self.max_norm / np.maximum(norms, 1e-12))
-        d *= scale.astype(d.dtype)
+        K.max_norm_(self.data, self.max_norm)   # in place, on the parameter's device
 
 
 def uniform(shape, irange, dtype=np.float32):
@@ -110,9 +107,9 @@ class Module:
         return self.train(False)
 
     def state_dict(self) -> dict:
-        state = {name: p.data.copy() for name, p in self.named_parameters()}
+        state = {name: to_host(p.data) for name, p in self.named_parameters()}
         for name, mod, attr in self.named_buffers():
-            state[name] = np.array(getattr(mod, attr), copy=True)
+            state[name] = to_host(getattr(mod, attr))
         return state
 
     def load_state_dict(self, state: dict, strict: bool = True):
@@ -130,20 +127,34 @@ class Module:
                 if value.shape != p.shape:
                     raise ValueError(f"load_state_dict: {name} has shape {p.shape} in the model "
                                      f"but {value.shape} in the state")
-                p.data = value.astype(p.dtype, copy=True)
+                p.data = move(value.astype(p.dtype, copy=True), p.device)
         for name, (mod, attr) in buffers.items():
             if name in state:
-                object.__setattr__(mod, attr, np.array(state[name], copy=True))
+                old = getattr(mod, attr)
+                object.__setattr__(mod, attr, move(np.array(state[name], copy=True), device_of(old)))
         return self
 
-    def to(self, dtype=None):
-        """Cast every parameter and floating buffer to ``dtype`` (e.g. np.float64 for checks)."""
-        if dtype is not None:
-            for p in self.parameters():
-                p.data = p.data.astype(dtype)
-                p.grad = None
-            for _, mod, attr in self.named_buffers():
-                object.__setattr__(mod, attr, np.asarray(getattr(mod, attr)).astype(dtype))
+    def to(self, dtype=None, device=None):
+        """In place: cast every parameter and buffer to ``dtype`` (e.g. np.float64 for
+        checks) and/or move them to ``device`` ("cpu", "cuda", "auto"). ``model.to("cuda")``
+        moves; ``model.to(np.float64)`` casts. Gradients are dropped. Build optimizers
+        after moving (their slots are created where the parameters are)."""
+        if isinstance(dtype, str) and dtype.lower() in DEVICES:
+            dtype, device = None, dtype
+        target = None if device is None else resolve(device)
+        for p in self.parameters():
+            if dtype is not None:
+                p.data = K.astype(p.data, dtype)
+            if target is not None:
+                p.data = move(p.data, target)
+            p.grad = None
+        for _, mod, attr in self.named_buffers():
+            buf = getattr(mod, attr)
+            if dtype is not None:
+                buf = K.astype(buf if K.is_device_array(buf) else np.asarray(buf), dtype)
+            if target is not None:
+                buf = move(buf, target)
+            object.__setattr__(mod, attr, buf)
         return self
 
     def zero_grad(self):

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+import kernels as K
+
+from .device import move, to_host
+
 
 class Optimizer:
     hyper = ("lr",)  # hyper-parameters saved in state_dict
@@ -33,12 +37,12 @@ class Optimizer:
             if p.grad.shape != p.shape:
                 raise ValueError(f"{type(self).__name__}.step: gradient shape {p.grad.shape} "
                                  f"does not match parameter shape {p.shape}")
-            self._update(p, p.grad.astype(p.dtype, copy=False), self.lr * p.lr_scale, slots)
+            self._update(p, K.astype(p.grad, p.dtype), self.lr * p.lr_scale, slots)
             p.apply_max_norm()
 
     def _slot(self, slots, name, p):
         if name not in slots:
-            slots[name] = np.zeros_like(p.data)
+            slots[name] = K.zeros_like(p.data)
         return slots[name]
 
     def _update(self, p, g, lr, slots):
@@ -49,7 +53,7 @@ class Optimizer:
         out["steps"] = np.asarray(self.steps)
         for i, slots in enumerate(self.state):
             for k, v in slots.items():
-                out[f"slot.{i}.{k}"] = v.copy()
+                out[f"slot.{i}.{k}"] = to_host(v)
         return out
 
     def load_state_dict(self, state: dict):
@@ -65,7 +69,7 @@ class Optimizer:
                 if i >= len(self.params) or v.shape != self.params[i].shape:
                     raise ValueError(f"{type(self).__name__}.load_state_dict: slot {key} of shape {v.shape} "
                                      "does not fit this model's parameters")
-                self.state[i][name] = np.array(v, dtype=self.params[i].dtype)
+                self.state[i][name] = move(np.array(v, dtype=self.params[i].dtype), self.params[i].device)
         return self
 
 
@@ -79,18 +83,8 @@ class SGD(Optimizer):
         self.momentum, self.nesterov, self.weight_decay = float(momentum), nesterov, float(weight_decay)
 
     def _update(self, p, g, lr, slots):
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data
-        if not self.momentum and "v" not in slots:
-            p.data -= lr * g
-            return
-        v = self._slot(slots, "v", p)
-        v *= self.momentum
-        v -= lr * g
-        if self.nesterov:
-            p.data += self.momentum * v - lr * g
-        else:
-            p.data += v
+        v = self._slot(slots, "v", p) if self.momentum or "v" in slots else None
+        K.sgd_update(p.data, g, v, lr, self.momentum, self.nesterov, self.weight_decay)
 
 
 class RMSProp(Optimizer):
@@ -104,10 +98,7 @@ class RMSProp(Optimizer):
         self.decay, self.eps = float(decay), 1.0 / float(max_scaling)
 
     def _update(self, p, g, lr, slots):
-        ms = self._slot(slots, "mean_square", p)
-        ms *= self.decay
-        ms += (1 - self.decay) * g * g
-        p.data -= lr * g / np.maximum(np.sqrt(ms), self.eps)
+        K.rmsprop_update(p.data, g, self._slot(slots, "mean_square", p), lr, self.decay, self.eps)
 
 
 class Adam(Optimizer):
@@ -121,17 +112,8 @@ class Adam(Optimizer):
         self.eps, self.weight_decay = eps, weight_decay
 
     def _update(self, p, g, lr, slots):
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data
         m, v = self._slot(slots, "m", p), self._slot(slots, "v", p)
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * g * g
-        t = self.steps
-        mhat = m / (1 - self.beta1 ** t)
-        vhat = v / (1 - self.beta2 ** t)
-        p.data -= lr * mhat / (np.sqrt(vhat) + self.eps)
+        K.adam_update(p.data, g, m, v, lr, self.beta1, self.beta2, self.eps, self.steps, self.weight_decay)
 
 
 def build(name: str, params, **kwargs) -> Optimizer:

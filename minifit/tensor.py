@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 
+import kernels as K
+
 _state = threading.local()
 
 
@@ -31,7 +33,7 @@ def no_grad():
 
 
 def _is_device_array(a) -> bool:
-    return hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
+    return K.is_device_array(a)
 
 
 class Tensor:
@@ -93,14 +95,14 @@ class Tensor:
             if g is None:
                 continue
             if node._backward is None:  # leaf
-                node.grad = g if node.grad is None else node.grad + g
+                node.grad = g if node.grad is None else K.add(node.grad, g)
                 continue
             parent_grads = node._backward(g)
             for p, pg in zip(node._parents, parent_grads):
                 if pg is None or not p.requires_grad:
                     continue
                 k = id(p)
-                grads[k] = pg if k not in grads else grads[k] + pg
+                grads[k] = pg if k not in grads else K.add(grads[k], pg)
             # free the graph as we go: intermediates are not needed twice
             node._backward = None
             node._parents = ()
@@ -146,6 +148,17 @@ class Tensor:
     @property
     def device(self) -> str:
         return "cuda" if _is_device_array(self.data) else "cpu"
+
+    def to(self, device) -> "Tensor":
+        """This tensor on ``device`` ("cpu", "cuda" or "auto"; see minifit.device.resolve):
+        itself if it is there already, else a copy that stays in the graph (its gradient
+        is copied back)."""
+        from .device import move, resolve
+        target = resolve(device)
+        source = self.device
+        if target == source:
+            return self
+        return Tensor.from_op(move(self.data, target), (self,), lambda g: (move(g, source),))
 
     def numpy(self) -> np.ndarray:
         return self.data.copy_to_host() if _is_device_array(self.data) else self.data

@@ -1,8 +1,6 @@
 """Pointwise activations, dropout, and the softmax family."""
 from __future__ import annotations
 
-import numpy as np
-
 import kernels as K
 
 from .. import random as mrandom
@@ -26,33 +24,29 @@ def dropout(x, p: float, training: bool = True, rng=None) -> Tensor:
         _check.fail("dropout", f"p must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    mask = K.dropout_mask(x.shape, p, mrandom.generator() if rng is None else rng, x.dtype)
-    return Tensor.from_op(x.data * mask, (x,), lambda g: (g * mask,))
+    mask = K.dropout_mask(x.shape, p, mrandom.generator() if rng is None else rng, x.dtype, like=x.data)
+    return Tensor.from_op(K.mul(x.data, mask), (x,), lambda g: (K.mul(g, mask),))
 
 
-def _shift(a, axis):
-    return a - a.max(axis=axis, keepdims=True)  # exp never overflows after the shift
+def softmax_array(a, axis=-1):
+    """exp(a - max) / sum exp(a - max) (the max shift keeps exp from overflowing)."""
+    return K.softmax(a, axis)
 
 
-def softmax_array(a: np.ndarray, axis=-1) -> np.ndarray:
-    e = np.exp(_shift(a, axis))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def log_softmax_array(a: np.ndarray, axis=-1) -> np.ndarray:
-    z = _shift(a, axis)
-    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+def log_softmax_array(a, axis=-1):
+    """(a - max) - log sum exp(a - max)."""
+    return K.log_softmax(a, axis)
 
 
 def softmax(x, axis=-1) -> Tensor:
     """p = exp(x) / sum exp(x); backward: dx = p * (g - sum(g * p))."""
     x = as_tensor(x)
     p = softmax_array(x.data, axis)
-    return Tensor.from_op(p, (x,), lambda g: (p * (g - (g * p).sum(axis=axis, keepdims=True)),))
+    return Tensor.from_op(p, (x,), lambda g: (K.softmax_backward(g, p, axis),))
 
 
 def log_softmax(x, axis=-1) -> Tensor:
     """x - logsumexp(x); backward: dx = g - softmax(x) * sum(g)."""
     x = as_tensor(x)
     out = log_softmax_array(x.data, axis)
-    return Tensor.from_op(out, (x,), lambda g: (g - np.exp(out) * g.sum(axis=axis, keepdims=True),))
+    return Tensor.from_op(out, (x,), lambda g: (K.log_softmax_backward(g, out, axis),))

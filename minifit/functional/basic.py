@@ -3,21 +3,27 @@ from __future__ import annotations
 
 import numpy as np
 
+import kernels as K
+
 from ..tensor import Tensor, as_tensor
 
 
-def _unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
+def _unbroadcast(g, shape: tuple):
     """Sum a broadcast gradient back down to ``shape`` (the adjoint of broadcasting)."""
-    if g.shape == shape:
-        return g
-    extra = g.ndim - len(shape)
-    g = g.sum(axis=tuple(range(extra))) if extra else g
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
-    return g.sum(axis=axes, keepdims=True) if axes else g
+    return K.unbroadcast(g, shape)
+
+
+def _operand(v, other):
+    """A Python scalar next to a floating tensor takes the tensor's dtype (NumPy's rule for
+    Python scalars), so ``x * 0.5`` stays float32."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(other, Tensor) \
+            and np.dtype(other.dtype).kind == "f":
+        return Tensor(np.asarray(v, dtype=other.dtype))
+    return as_tensor(v)
 
 
 def _binary(op, a, b):
-    a, b = as_tensor(a), as_tensor(b)
+    a, b = _operand(a, b), _operand(b, a)
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
@@ -28,30 +34,35 @@ def _binary(op, a, b):
 def add(a, b) -> Tensor:
     """a + b (broadcasting)."""
     a, b = _binary("add", a, b)
-    return Tensor.from_op(a.data + b.data, (a, b),
-                          lambda g: (_unbroadcast(g, a.shape), _unbroadcast(g, b.shape)))
+    return Tensor.from_op(K.add(a.data, b.data), (a, b),
+                          lambda g: (_unbroadcast(g, a.shape) if a.requires_grad else None,
+                                     _unbroadcast(g, b.shape) if b.requires_grad else None))
 
 
 def sub(a, b) -> Tensor:
     """a - b (broadcasting)."""
     a, b = _binary("sub", a, b)
-    return Tensor.from_op(a.data - b.data, (a, b),
-                          lambda g: (_unbroadcast(g, a.shape), _unbroadcast(-g, b.shape)))
+    return Tensor.from_op(K.sub(a.data, b.data), (a, b),
+                          lambda g: (_unbroadcast(g, a.shape) if a.requires_grad else None,
+                                     _unbroadcast(K.neg(g), b.shape) if b.requires_grad else None))
 
 
 def mul(a, b) -> Tensor:
     """a * b (broadcasting). d/da = g * b, d/db = g * a."""
     a, b = _binary("mul", a, b)
-    return Tensor.from_op(a.data * b.data, (a, b),
-                          lambda g: (_unbroadcast(g * b.data, a.shape), _unbroadcast(g * a.data, b.shape)))
+    return Tensor.from_op(K.mul(a.data, b.data), (a, b),
+                          lambda g: (_unbroadcast(K.mul(g, b.data), a.shape) if a.requires_grad else None,
+                                     _unbroadcast(K.mul(g, a.data), b.shape) if b.requires_grad else None))
 
 
 def div(a, b) -> Tensor:
     """a / b (broadcasting). d/da = g / b, d/db = -g a / b^2."""
     a, b = _binary("div", a, b)
-    out = a.data / b.data
+    out = K.div(a.data, b.data)
     return Tensor.from_op(out, (a, b),
-                          lambda g: (_unbroadcast(g / b.data, a.shape), _unbroadcast(-g * out / b.data, b.shape)))
+                          lambda g: (_unbroadcast(K.div(g, b.data), a.shape) if a.requires_grad else None,
+                                     _unbroadcast(K.div(K.mul(K.neg(g), out), b.data), b.shape)
+                                     if b.requires_grad else None))
 
 
 def matmul(a, b) -> Tensor:
@@ -59,19 +70,21 @@ def matmul(a, b) -> Tensor:
     a, b = as_tensor(a), as_tensor(b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: expected (n, k) @ (k, m), got {a.shape} @ {b.shape}")
-    return Tensor.from_op(a.data @ b.data, (a, b), lambda g: (g @ b.data.T, a.data.T @ g))
+    return Tensor.from_op(K.matmul(a.data, b.data), (a, b),
+                          lambda g: (K.matmul(g, b.data, trans_b=True), K.matmul(a.data, g, trans_a=True)))
 
 
 def sum(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001 - mirrors numpy
     """Sum over ``axis`` (all by default); the gradient broadcasts back."""
     x = as_tensor(x)
-    out = np.sum(x.data, axis=axis, keepdims=keepdims)
+    out = K.reduce_sum(x.data, axis, keepdims)
 
     def backward(g):
-        if axis is not None and not keepdims:
-            g = np.expand_dims(g, axis)
-        return (np.broadcast_to(g, x.shape).astype(x.dtype, copy=True),)
-    return Tensor.from_op(np.asarray(out), (x,), backward)
+        if axis is not None and not keepdims:  # np.expand_dims(g, axis), as a reshape
+            axes = {int(a) % x.ndim for a in np.atleast_1d(axis)}
+            g = g.reshape(tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
+        return (K.broadcast_to(g, x.shape, x.dtype),)
+    return Tensor.from_op(out, (x,), backward)
 
 
 def mean(x, axis=None, keepdims=False) -> Tensor:
@@ -96,8 +109,14 @@ def flatten(x) -> Tensor:
     return reshape(x, (x.shape[0], -1))
 
 
+def _host_only(op, *tensors):
+    if any(t.device != "cpu" for t in tensors):
+        raise NotImplementedError(f"{op}: not implemented on the cuda device; move the tensors with .to('cpu')")
+
+
 def concatenate(tensors, axis=0) -> Tensor:
     tensors = [as_tensor(t) for t in tensors]
+    _host_only("concatenate", *tensors)
     try:
         out = np.concatenate([t.data for t in tensors], axis=axis)
     except ValueError as e:
@@ -109,6 +128,7 @@ def concatenate(tensors, axis=0) -> Tensor:
 def getitem(x, index) -> Tensor:
     """x[index]; the gradient scatters back (np.add.at handles repeated indices)."""
     x = as_tensor(x)
+    _host_only("getitem", x)
 
     def backward(g):
         dx = np.zeros_like(x.data)
@@ -120,4 +140,4 @@ def getitem(x, index) -> Tensor:
 def abs(x) -> Tensor:  # noqa: A001
     """|x|; the subgradient at 0 is 0."""
     x = as_tensor(x)
-    return Tensor.from_op(np.abs(x.data), (x,), lambda g: (g * np.sign(x.data),))
+    return Tensor.from_op(K.absolute(x.data), (x,), lambda g: (K.mul(g, K.sign(x.data)),))

@@ -54,12 +54,10 @@ def linear(x, w, b=None) -> Tensor:
                               f"expects {w.shape[1]} (weight layout out, in)")
     if b is not None and b.shape != (w.shape[0],):
         _check.fail("linear", f"bias must have shape ({w.shape[0]},), got {b.shape}")
-    y = x.data @ w.data.T
-    if b is not None:
-        y += b.data
+    y = K.linear_forward(x.data, w.data, None if b is None else b.data)
 
     def backward(g):
-        dx = g @ w.data if x.requires_grad else None
-        dw = g.T @ x.data
-        return (dx, dw) if b is None else (dx, dw, g.sum(axis=0))
+        dx = K.matmul(g, w.data) if x.requires_grad else None
+        dw = K.matmul(g, x.data, trans_a=True)
+        return (dx, dw) if b is None else (dx, dw, K.reduce_sum(g, 0))
     return Tensor.from_op(y, (x, w) if b is None else (x, w, b), backward)

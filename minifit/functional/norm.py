@@ -1,8 +1,6 @@
 """Batch normalisation."""
 from __future__ import annotations
 
-import numpy as np
-
 import kernels as K
 
 from ..tensor import Tensor, as_tensor
@@ -26,23 +24,13 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
         if running_mean is None:
             _check.fail("batch_norm", "evaluation mode needs running_mean and running_var")
         y = K.batch_norm_inference(x.data, gamma.data, beta.data, running_mean, running_var, eps)
-        scale = (gamma.data / np.sqrt(running_var + eps)).astype(x.dtype)
-        shape = (1, C) + (1,) * (x.ndim - 2)
-
-        def backward_eval(g):
-            axes = (0,) + tuple(range(2, x.ndim))
-            xhat = (x.data - running_mean.reshape(shape)) / np.sqrt(running_var.reshape(shape) + eps)
-            return g * scale.reshape(shape), (g * xhat).sum(axis=axes), g.sum(axis=axes)
-        return Tensor.from_op(y, (x, gamma, beta), backward_eval)
+        return Tensor.from_op(y, (x, gamma, beta), lambda g: K.batch_norm_eval_backward(
+            g, x.data, gamma.data, running_mean, running_var, eps))
     count = x.size // C
     if count < 2:
         _check.fail("batch_norm", f"training needs more than one value per channel, got input {x.shape}")
     y, mu, invstd = K.batch_norm_forward(x.data, gamma.data, beta.data, eps)
     if running_mean is not None:
-        var = 1.0 / invstd.astype(np.float64) ** 2 - eps
-        running_mean *= 1 - momentum
-        running_mean += momentum * mu
-        running_var *= 1 - momentum
-        running_var += momentum * var * count / (count - 1)
+        K.batch_norm_update_running(running_mean, running_var, mu, invstd, momentum, eps, count)
     return Tensor.from_op(y, (x, gamma, beta),
                           lambda g: K.batch_norm_backward(g, x.data, gamma.data, mu, invstd))
