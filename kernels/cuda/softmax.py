@@ -155,6 +155,8 @@ def log_softmax_backward(g, out, axis=-1):
 # ------------------------------------------------------------------ labels
 def _labels(fname, labels, n, c):
     """-> device int64 labels (N,), range-checked on the host."""
+    if not isinstance(labels, np.ndarray) and callable(getattr(labels, "numpy", None)):
+        labels = labels.numpy()   # a minifit Tensor of labels
     host = labels.copy_to_host() if is_dev(labels) else np.asarray(labels)
     if host.shape != (n,):
         raise ValueError(f"{fname}: labels must have shape ({n},) for logits ({n}, {c}), got {host.shape}")

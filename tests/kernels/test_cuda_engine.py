@@ -174,20 +174,17 @@ def test_maxout_network_training_step_equals_cpu(kc):
 
 
 def kd_loss(student_logits, teacher_logits, labels, tau, lam):
-    """minifit.losses.kd_loss for either target. minifit.losses computes its value and
-    gradient with NumPy only; on a device array this uses the CUDA twin in kernels.cuda
-    (same signature and return), wired into the graph exactly as minifit.losses.kd_loss."""
+    """minifit.losses.kd_loss on the CPU. On device arrays: the same op built on the CUDA
+    twin kernels.cuda.kd_loss_value_and_grad (same signature and return), wired into the
+    graph as minifit.losses.kd_loss does; minifit.losses itself calls only its NumPy
+    function so far (once it dispatches, call losses.kd_loss for both targets here)."""
     from minifit import losses
     s = student_logits
     if not on_device(s):
         return losses.kd_loss(s, teacher_logits, labels, tau, lam)
-    value, grad = kc_module().kd_loss_value_and_grad(s.data, teacher_logits.data, labels, tau, lam)
+    import kernels.cuda as kcuda
+    value, grad = kcuda.kd_loss_value_and_grad(s.data, teacher_logits.data, labels, tau, lam)
     return Tensor.from_op(np.asarray(value, dtype=s.dtype), (s,), lambda g: (kernels.mul(grad, g),))
-
-
-def kc_module():
-    import kernels.cuda
-    return kernels.cuda
 
 
 def test_kd_step_equals_cpu(kc):
