@@ -165,8 +165,8 @@ class _Spec:
     """One argument to check: name, value, shape pattern, required dtype kind.
 
     pattern: tuple of dimension names (str: bound on first sight, must agree after),
-    ints (exact) or None (any); a trailing "..." allows any further dims. A name may
-    carry an arithmetic relation via the ``derived`` dict of _check."""
+    ints (exact) or None (any); a trailing "..." allows any further dims. kind "float"
+    (float32/float64, one dtype per call) or "int" (any integer dtype)."""
     __slots__ = ("name", "value", "pattern", "kind")
 
     def __init__(self, name, value, pattern, kind="float"):
@@ -419,9 +419,9 @@ def col2im(cols, x_shape, kernel, stride=1, pad=0):
     kh, kw, sh, sw, ph, pw = _geom(fn, kernel, stride, pad)
     oh, ow = _conv_out(fn, h, w, kh, kw, sh, sw, ph, pw)
     _, dt = _check(fn, [_Spec("cols", cols, (n, c * kh * kw, oh * ow))])
-    cb, ckf = _canon(cols)
+    cb = np.ascontiguousarray(cols)
     dx = np.empty((n, c, h, w), dtype=dt)
-    _split(lambda lo, hi: _col2im_k(cb[:, lo:hi] if ckf else cb[lo:hi], ckf, lo, hi - lo, kh, kw,
+    _split(lambda lo, hi: _col2im_k(cb[lo:hi], False, lo, hi - lo, kh, kw,
                                     sh, sw, ph, pw, oh, ow, dx, False), n, cols.size)
     return dx
 
@@ -753,6 +753,9 @@ def _pool_bwd(fn, dy, arg, x_shape, pieces):
                         _Spec("arg", arg, (n, cx // pieces, "OH", "OW"), "int")])
     if arg.dtype != np.int32:
         arg = arg.astype(np.int32)
+    if arg.size and (arg.min() < 0 or arg.max() >= pieces * h * w):  # the scatter is unchecked
+        raise ValueError(f"{fn}: arg holds indices outside [0, {pieces * h * w}) for x_shape "
+                         f"{tuple(x_shape)}: not the arg of a forward on that shape")
     dyb, dycf = _canon(_flat3(dy))
     ab, acf = _canon(_flat3(arg))
     dx = np.empty((cx, n, h * w), dtype=dt)

@@ -34,6 +34,8 @@ def z(*shape, dt=f32):
     (lambda: cpu.maxpool2d_backward(z(1, 2, 2, 2), z(1, 2, 2, 2, dt=np.int32), (1, 3, 4, 4)), ["maxpool2d_backward", "dy", "(1, 3, OH, OW)", "(1, 2, 2, 2)"]),
     (lambda: cpu.maxout_pool_forward(z(2, 6, 4, 4), 4, 2, 2, True), ["maxout_pool_forward", "6", "pieces 4"]),
     (lambda: cpu.maxout_pool_backward(z(1, 2, 2, 2), z(1, 2, 2, 2, dt=np.int32), (1, 6, 4, 4), 2), ["maxout_pool_backward", "dy", "(1, 3, OH, OW)"]),
+    (lambda: cpu.maxpool2d_backward(z(1, 1, 2, 2), np.full((1, 1, 2, 2), 16, np.int32), (1, 1, 4, 4)), ["maxpool2d_backward", "outside [0, 16)"]),
+    (lambda: cpu.maxout_pool_backward(z(1, 1, 2, 2), np.full((1, 1, 2, 2), -1, np.int32), (1, 2, 4, 4), 2), ["maxout_pool_backward", "outside [0, 32)"]),
     (lambda: cpu.global_avg_pool_forward(z(2, 3)), ["global_avg_pool_forward", "(N, C, H, W)", "(2, 3)"]),
     (lambda: cpu.global_avg_pool_backward(z(2, 4), (2, 3, 4, 4)), ["global_avg_pool_backward", "(2, 3)", "(2, 4)"]),
     (lambda: cpu.batch_norm_forward(z(4, 3), z(4), z(3)), ["batch_norm_forward", "gamma", "C=3", "(4,)"]),
