@@ -11,13 +11,26 @@ from __future__ import annotations
 
 import numpy as np
 
+import kernels as K
+
 from .functional.activation import log_softmax_array
 from .functional.loss import check_labels
 from .tensor import Tensor, as_tensor
 
 
+def _on_device_of(a, numpy_fn):
+    """numpy_fn, or its CUDA twin in kernels.cuda (same name, signature, return) for a device array."""
+    if K.is_device_array(a):
+        from kernels import cuda
+        return getattr(cuda, numpy_fn.__name__)
+    return numpy_fn
+
+
 def _as_array(a):
-    return a.data if isinstance(a, Tensor) else np.asarray(a)
+    """The array of a Tensor, a device array as it is, anything else as a NumPy array."""
+    if isinstance(a, Tensor):
+        return a.data
+    return a if K.is_device_array(a) else np.asarray(a)
 
 
 # -- L_HT --------------------------------------------------------------------------------
@@ -34,8 +47,8 @@ def hint_loss_value_and_grad(regressed: np.ndarray, hint: np.ndarray):
 def hint_loss(regressed, hint) -> Tensor:
     """Hint loss as a graph op; ``hint`` (teacher, up to the hint layer) is a constant."""
     r = as_tensor(regressed)
-    value, grad = hint_loss_value_and_grad(r.data, _as_array(hint))
-    return Tensor.from_op(np.asarray(value, dtype=r.dtype), (r,), lambda g: (grad * g,))
+    value, grad = _on_device_of(r.data, hint_loss_value_and_grad)(r.data, _as_array(hint))
+    return Tensor.from_op(np.asarray(value, dtype=r.dtype), (r,), lambda g: (K.mul(grad, g),))
 
 
 # -- L_KD --------------------------------------------------------------------------------
@@ -72,8 +85,9 @@ def kd_loss_value_and_grad(s: np.ndarray, t: np.ndarray, labels, tau: float, lam
 def kd_loss(student_logits, teacher_logits, labels, tau: float, lam: float, hinton: bool = False) -> Tensor:
     """KD loss as a graph op; the teacher's logits are a constant (no gradient)."""
     s = as_tensor(student_logits)
-    value, grad = kd_loss_value_and_grad(s.data, _as_array(teacher_logits), labels, tau, lam, hinton)
-    return Tensor.from_op(np.asarray(value, dtype=s.dtype), (s,), lambda g: (grad * g,))
+    value, grad = _on_device_of(s.data, kd_loss_value_and_grad)(s.data, _as_array(teacher_logits), labels,
+                                                                 tau, lam, hinton)
+    return Tensor.from_op(np.asarray(value, dtype=s.dtype), (s,), lambda g: (K.mul(grad, g),))
 
 
 # -- conditional adversarial KD (Xu, Hsu & Huang 2017; ../shared/reference/adversarial-kd.md) ----

@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..device import add_argument as add_device_argument
+
 
 def register(sub):
     p = sub.add_parser("run", help="run an experiment file (teacher, then students) and write results.md",
@@ -17,11 +19,14 @@ def register(sub):
                    help="continue an interrupted run from its last checkpoints (finished stages are kept)")
     p.add_argument("--data-dir", default=None, help="dataset root (default $MINIFIT_DATA, else ./data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar inside epochs")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args):
+    from ..device import resolve
     from .experiment import run_experiment
+    resolve(args.device)  # fail fast, before any data is read, when the device is unusable
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
     log_path = out / "log.txt"
     out.mkdir(parents=True, exist_ok=True)
@@ -31,7 +36,7 @@ def run(args):
             log_file.write(msg + "\n")
             log_file.flush()
         summary = run_experiment(args.file, out, args.epochs_scale, args.resume, args.data_dir, log,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, device=args.device)
     print((out / "results.md").read_text())
     print(f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}", file=sys.stderr)
     return 0 if summary["results"] else 1

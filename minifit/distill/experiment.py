@@ -26,6 +26,7 @@ from ..data import MissingDataError, data_root
 from ..data import preprocess as P
 from ..data.fetch import fetch
 from ..data.loaders import load, train_val_split
+from ..device import resolve
 from .. import models as M
 from ..models.regressor import for_networks
 from .. import optim
@@ -186,8 +187,10 @@ def _apply_lr_scale(model, spec):
 
 # -- the stages -------------------------------------------------------------------------
 class Runner:
-    def __init__(self, cfg, out_dir, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True):
+    def __init__(self, cfg, out_dir, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
+                 device="cpu"):
         self.cfg, self.out = cfg, Path(out_dir)
+        self.device = resolve(device)
         self.scale, self.resume, self.log, self.progress = Scaler(epochs_scale), resume, log, progress
         self.out.mkdir(parents=True, exist_ok=True)
         mrandom.manual_seed(cfg.get("run", {}).get("seed", 0))
@@ -218,7 +221,8 @@ class Runner:
     def teacher(self):
         spec = self.cfg["teacher"]
         mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0))
-        model = M.build(_require(spec, "model", "[teacher]"), self.num_classes, **spec.get("model_options", {}))
+        model = M.build(_require(spec, "model", "[teacher]"), self.num_classes,
+                        **spec.get("model_options", {})).to(device=self.device)
         _apply_lr_scale(model, spec)
         if spec.get("checkpoint"):
             # a teacher trained by another run (e.g. the depth experiment reuses FitNet-1's)
@@ -241,12 +245,15 @@ class Runner:
         label = spec.get("label", method)
         mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0) + 1000 * (i + 1))
         model = M.build(_require(spec, "model", f"[[student]] {label}"), self.num_classes,
-                        **spec.get("model_options", {}))
+                        **spec.get("model_options", {})).to(device=self.device)
         _apply_lr_scale(model, spec)
         folder = f"student-{label}"
         augmented = bool(self.splits["train"].augment)
         if method == "adversarial":  # conditional adversarial KD (minifit.distill.adversarial)
             from .adversarial import train_student
+            if self.device != "cpu":
+                raise ConfigError(f"[[student]] {label}: adversarial KD runs on the CPU only (its discriminator "
+                                  "concatenates device tensors, which the CUDA target does not implement yet)")
             return train_student(self, spec, label, model, teacher, folder)
         if method == "backprop":
             opt = build_optimizer(model.parameters(), spec["optimizer"], label)
@@ -257,7 +264,7 @@ class Runner:
             s1 = dict(spec.get("stage1", {}))
             guided = spec.get("guided", model.hint)
             hint = spec.get("hint", teacher.hint)
-            regressor = for_networks(model, guided, teacher, hint, spec.get("regressor", "conv"))
+            regressor = for_networks(model, guided, teacher, hint, spec.get("regressor", "conv")).to(device=self.device)
             part = model[:guided]
             params = part.parameters() + regressor.parameters()
             for p in regressor.parameters():
@@ -298,10 +305,11 @@ class Runner:
         return summary
 
 
-def run_experiment(path, out_dir=None, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True):
+def run_experiment(path, out_dir=None, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
+                   device="cpu"):
     cfg = load_config(path)
     out_dir = out_dir or Path("runs") / Path(path).stem
-    return Runner(cfg, out_dir, epochs_scale, resume, data_dir, log, progress).run()
+    return Runner(cfg, out_dir, epochs_scale, resume, data_dir, log, progress, device).run()
 
 
 # -- reports ----------------------------------------------------------------------------

@@ -27,16 +27,18 @@ class NonFiniteError(FloatingPointError):
 def locate_nonfinite(model, x) -> str:
     """Run ``model`` (a Sequential) layer by layer on ``x`` and name the first layer whose
     parameters or output are not finite."""
+    from .methods import model_device
+    from ..device import move
     with no_grad():
-        h = x if isinstance(x, Tensor) else Tensor(x)
-        if not np.all(np.isfinite(h.data)):
+        h = x if isinstance(x, Tensor) else Tensor(move(x, model_device(model)))
+        if not np.all(np.isfinite(h.numpy())):
             return "the input batch"
         for name, layer in getattr(model, "_children", {}).items():
             for pname, p in layer.named_parameters():
-                if not np.all(np.isfinite(p.data)):
+                if not np.all(np.isfinite(p.numpy())):
                     return f"{name} (parameter {pname} is not finite)"
             h = layer(h)
-            if not np.all(np.isfinite(h.data)):
+            if not np.all(np.isfinite(h.numpy())):
                 return f"{name} ({type(layer).__name__}: its output is not finite)"
     return "the loss itself (every layer output is finite)"
 

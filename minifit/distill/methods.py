@@ -7,19 +7,28 @@ import numpy as np
 
 from .. import checkpoint
 from .. import functional as F
+from ..device import device_of, move
 from ..losses import hint_loss, kd_loss
 from ..tensor import Tensor, no_grad
 
 
+def model_device(model) -> str:
+    """Where a model's parameters live ("cpu" or "cuda")."""
+    p = next(iter(model.parameters()), None)
+    return "cpu" if p is None else device_of(p.data)
+
+
 def predict(model, x: np.ndarray, batch_size: int = 500, upto: str | None = None) -> np.ndarray:
-    """Model outputs for an array of inputs, in evaluation mode, without a graph."""
+    """Model outputs (host arrays) for host inputs, in evaluation mode, without a graph;
+    batches go to the model's device and back."""
     was_training = model.training
     model.eval()
+    dev = model_device(model)
     outs = []
     with no_grad():
         for i in range(0, len(x), batch_size):
-            xb = Tensor(x[i:i + batch_size])
-            outs.append((model.forward(xb, upto=upto) if upto else model(xb)).data)
+            xb = Tensor(move(x[i:i + batch_size], dev))
+            outs.append((model.forward(xb, upto=upto) if upto else model(xb)).numpy())
     model.train(was_training)
     return np.concatenate(outs) if outs else np.zeros((0,))
 
@@ -42,9 +51,14 @@ class Method:
 
     def __init__(self, model, optimizer, schedules=()):
         self.model = model
+        self.device = model_device(model)
         self.models = {"model": model}
         self.optimizers = {"optimizer": optimizer}
         self.schedules = list(schedules)
+
+    def tensor(self, x) -> Tensor:
+        """A host batch as a Tensor on the method's device."""
+        return Tensor(move(x, self.device))
 
     # -- the loop's hooks ----------------------------------------------------------------
     def on_epoch_start(self, epoch: int):
@@ -127,7 +141,7 @@ class Backprop(Method):
     name = "backprop"
 
     def loss(self, idx, x, y):
-        logits = self.model(Tensor(x))
+        logits = self.model(self.tensor(x))
         return F.cross_entropy(logits, y), batch_error(logits, y)
 
 
@@ -159,8 +173,8 @@ class KD(Method):
         self.epoch = 1
 
     def loss(self, idx, x, y):
-        t = self.teacher.get(idx, x)
-        logits = self.model(Tensor(x))
+        t = move(self.teacher.get(idx, x), self.device)
+        logits = self.model(self.tensor(x))
         return kd_loss(logits, t, y, self.tau, self.lam(self.epoch), self.hinton), batch_error(logits, y)
 
     def epoch_logs(self):
@@ -181,10 +195,10 @@ class Hints(Method):
         self.teacher = teacher_hints
 
     def regressed(self, x):
-        return self.regressor(self.guided_part(Tensor(x) if not isinstance(x, Tensor) else x))
+        return self.regressor(self.guided_part(self.tensor(x)))
 
     def loss(self, idx, x, y):
-        return hint_loss(self.regressed(x), self.teacher.get(idx, x)), {}
+        return hint_loss(self.regressed(x), move(self.teacher.get(idx, x), self.device)), {}
 
     def validate(self, valid):
         """Mean hint loss on the validation split (the stage's own objective)."""
@@ -193,7 +207,8 @@ class Hints(Method):
             m.eval()
         with no_grad():
             for idx, x, _ in valid.indexed_eval_batches(500):
-                total += hint_loss(self.regressed(x), self.teacher.get(idx, x, split="valid")).item() * len(x)
+                hint = move(self.teacher.get(idx, x, split="valid"), self.device)
+                total += hint_loss(self.regressed(x), hint).item() * len(x)
                 n += len(x)
         return total / max(n, 1), {"valid_hint": total / max(n, 1)}
 
@@ -223,4 +238,4 @@ class TeacherOutputs:
     def get(self, idx, x, split: str = "train") -> np.ndarray:
         if self.cache and split in self.store:
             return self.store[split][idx]
-        return predict(self.teacher, x if isinstance(x, np.ndarray) else x.data, self.batch_size, self.upto)
+        return predict(self.teacher, x, self.batch_size, self.upto)

@@ -20,7 +20,7 @@ import pytest
 import kernels
 import minifit
 import minifit.functional as F
-from minifit import nn, optim
+from minifit import losses, nn, optim
 from minifit import random as mrandom
 from minifit.device import DeviceUnavailable, resolve
 from minifit.tensor import Tensor, no_grad
@@ -173,20 +173,6 @@ def test_maxout_network_training_step_equals_cpu(kc):
     assert np.sqrt((w.astype(np.float64) ** 2).sum(axis=(1, 2, 3))).max() <= 0.9 + 1e-5
 
 
-def kd_loss(student_logits, teacher_logits, labels, tau, lam):
-    """minifit.losses.kd_loss on the CPU. On device arrays: the same op built on the CUDA
-    twin kernels.cuda.kd_loss_value_and_grad (same signature and return), wired into the
-    graph as minifit.losses.kd_loss does; minifit.losses itself calls only its NumPy
-    function so far (once it dispatches, call losses.kd_loss for both targets here)."""
-    from minifit import losses
-    s = student_logits
-    if not on_device(s):
-        return losses.kd_loss(s, teacher_logits, labels, tau, lam)
-    import kernels.cuda as kcuda
-    value, grad = kcuda.kd_loss_value_and_grad(s.data, teacher_logits.data, labels, tau, lam)
-    return Tensor.from_op(np.asarray(value, dtype=s.dtype), (s,), lambda g: (kernels.mul(grad, g),))
-
-
 def test_kd_step_equals_cpu(kc):
     teacher_c, teacher_g = twin_on_cuda(tiny_maxout_net, seed=7, dropout=0.0)
     student_c, student_g = twin_on_cuda(tiny_maxout_net, seed=3)
@@ -200,7 +186,7 @@ def test_kd_step_equals_cpu(kc):
         with no_grad():
             t_logits = teacher(xt)
         mrandom.manual_seed(21)
-        loss = kd_loss(student(xt), t_logits, y, tau=3.0, lam=0.5)
+        loss = losses.kd_loss(student(xt), t_logits, y, tau=3.0, lam=0.5)
         loss.backward()
         grads = {n: host(p.grad) for n, p in student.named_parameters()}
         opt.step()
