@@ -9,16 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = [
-    "add", "sub", "mul", "div", "neg", "absolute", "sign", "exp", "log",
-    "astype", "zeros_like", "broadcast_to", "reduce_sum", "unbroadcast", "max_norm_",
-    "matmul", "linear_forward",
-    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
-    "cross_entropy_forward", "cross_entropy_backward",
-    "batch_norm_update_running", "batch_norm_eval_backward",
-    "sgd_update", "rmsprop_update", "adam_update",
-    "to_device", "to_host",
-]
+from . import ENGINE_API
+
+__all__ = list(ENGINE_API) + ["to_device", "to_host"]
 
 
 # ------------------------------------------------------------------ elementwise

@@ -19,14 +19,9 @@ import numpy as np
 
 from .shapes import conv_output_size, pair, pool_output_size
 
-__all__ = [
-    "im2col", "col2im", "conv2d_forward", "conv2d_backward",
-    "maxout_forward", "maxout_backward",
-    "maxpool2d_forward", "maxpool2d_backward", "maxout_pool_forward", "maxout_pool_backward",
-    "global_avg_pool_forward", "global_avg_pool_backward",
-    "batch_norm_forward", "batch_norm_backward", "batch_norm_inference",
-    "relu_forward", "relu_backward", "dropout_mask",
-]
+from . import _API
+
+__all__ = list(_API)
 
 
 # --------------------------------------------------------------------------- im2col
