@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .shapes import conv_output_size, pair, pool_output_size
-
 from . import _API
+from .shapes import conv_output_size, pair, pool_output_size
 
 __all__ = list(_API)
 
