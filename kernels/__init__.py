@@ -110,6 +110,19 @@ for _name in ENGINE_API:
 del _name
 
 
+def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True):
+    """conv2d_forward, then maxout_forward (``pool`` None) or maxout_pool_forward: (y, arg).
+    One fused kernel where the implementation has one (kernels.cpu), else the composition."""
+    impl = backend(x)
+    fused = getattr(impl, "conv2d_maxout_forward", None)
+    if fused is not None:
+        return fused(x, w, b, stride, pad, pieces, pool, pool_stride, ceil_mode)
+    z = impl.conv2d_forward(x, w, b, stride, pad)
+    if pool is None:
+        return impl.maxout_forward(z, pieces)
+    return impl.maxout_pool_forward(z, pieces, pool, pool if pool_stride is None else pool_stride, ceil_mode)
+
+
 def dropout_mask(shape, p, seed, dtype, like=None):
     """Dropout mask on the target of ``like`` (default: the CPU)."""
     return backend(like).dropout_mask(shape, p, seed, dtype)

@@ -160,6 +160,32 @@ class _single_blas:
         return False
 
 
+# =========================================================================== dense GEMM
+# Below this many multiply-adds a product runs as one single-threaded GEMM on the caller.
+_GEMM_SPLIT = 1 << 22
+
+
+def gemm(a, b):
+    """a @ b for 2-D float arrays (any strides), with numpy's OpenBLAS held at 1 thread:
+    large products are split by rows of ``a`` over the kernel thread pool (each output
+    element is the same single-threaded dot product either way). Letting OpenBLAS thread
+    itself next to the pool costs far more than it gains: its threads are re-woken after
+    every conv call (which pins BLAS to 1 thread) and spin against the pool's (a 128x64 @
+    64x2500 product took ~10 ms of CPU instead of 0.2 ms)."""
+    m, k = a.shape
+    n = b.shape[1]
+    out = np.empty((m, n), dtype=np.result_type(a, b))
+    parts = min(_GEMM_THREADS, m, max(1, m * n * k // _GEMM_SPLIT))
+    with _single_blas():
+        if parts <= 1:
+            np.matmul(a, b, out=out)
+        else:
+            bounds = [m * i // parts for i in range(parts + 1)]
+            _parallel(lambda i, _w: np.matmul(a[bounds[i]:bounds[i + 1]], b,
+                                              out=out[bounds[i]:bounds[i + 1]]), parts)
+    return out
+
+
 # =========================================================================== validation
 class _Spec:
     """One argument to check: name, value, shape pattern, required dtype kind.
@@ -471,6 +497,137 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     with _single_blas():
         _parallel(task, -(-n // nb), _GEMM_THREADS)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
+
+
+@_kern
+def _maxout_into_k(z, pieces, n0, y, arg):
+    """Maxout of a conv chunk z (C*pieces, m, M) into samples n0..n0+m-1 of the CNHW
+    outputs y, arg (C, N, M): as _maxout_k (first max wins)."""
+    C = y.shape[0]
+    m = z.shape[1]
+    M = z.shape[2]
+    for c in range(C):
+        for n in range(m):
+            yr = y[c, n0 + n]
+            ar = arg[c, n0 + n]
+            x0 = z[c * pieces, n]
+            for e in range(M):
+                yr[e] = x0[e]
+                ar[e] = 0
+            for q in range(1, pieces):
+                xq = z[c * pieces + q, n]
+                for e in range(M):
+                    v = xq[e]
+                    if v > yr[e]:
+                        yr[e] = v
+                        ar[e] = q
+
+
+@_kern
+def _mopool_into_k(z, pieces, H, W, kh, kw, sh, sw, oh, ow, n0, y, arg):
+    """Fused maxout + max pool of a conv chunk z (C*pieces, m, H*W) into samples
+    n0..n0+m-1 of the CNHW outputs y, arg (C, N, oh*ow): as _mopool_k."""
+    C = y.shape[0]
+    m = z.shape[1]
+    HW = H * W
+    mv = np.empty(HW, dtype=z.dtype)
+    mi = np.empty(HW, dtype=np.int32)
+    uhw = _U(HW)
+    for c in range(C):
+        for n in range(m):
+            x0 = z[c * pieces, n]
+            for e in range(uhw):
+                mv[e] = x0[e]
+                mi[e] = e
+            for q in range(1, pieces):
+                xq = z[c * pieces + q, n]
+                off = q * HW
+                for e in range(uhw):
+                    v = xq[e]
+                    if v > mv[e]:
+                        mv[e] = v
+                        mi[e] = off + e
+            yr = y[c, n0 + n]
+            ar = arg[c, n0 + n]
+            for a in range(oh):
+                h0 = a * sh
+                h1 = min(h0 + kh, H)
+                for b in range(ow):
+                    w0 = b * sw
+                    w1 = min(w0 + kw, W)
+                    bi = _U(h0 * W + w0)
+                    best = mv[bi]
+                    for hh in range(h0, h1):
+                        r = _U(hh * W)
+                        for ww in range(_U(w0), _U(w1)):
+                            v = mv[r + ww]
+                            if v > best:
+                                best = v
+                                bi = r + ww
+                    o = a * ow + b
+                    yr[o] = best
+                    ar[o] = mi[bi]
+
+
+def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True):
+    """conv2d_forward followed by maxout_forward (``pool`` None) or maxout_pool_forward,
+    fused per batch chunk: each chunk's GEMM output is reduced while it is in cache, so the
+    whole conv output is never stored. Returns exactly what the composition returns:
+    (y, arg) in CNHW layout, with the same arg encodings."""
+    fn = "conv2d_maxout_forward"
+    specs = [_Spec("x", x, ("N", "C", "H", "W")), _Spec("w", w, ("O", "C", "kh", "kw"))]
+    if b is not None:
+        specs.append(_Spec("b", b, ("O",)))
+    d, dt = _check(fn, specs)
+    n, c, h, wd, o, kh, kw = d["N"], d["C"], d["H"], d["W"], d["O"], d["kh"], d["kw"]
+    _, _, sh, sw, ph, pw = _geom(fn, (kh, kw), stride, pad)
+    oh, ow = _conv_out(fn, h, wd, kh, kw, sh, sw, ph, pw)
+    pieces = _pieces(fn, pieces, o)
+    cy = o // pieces
+    if pool is not None:
+        pkh, pkw, psh, psw, _, _ = _geom(fn, pool, pool if pool_stride is None else pool_stride)
+        yh, yw = _pool_out(fn, oh, ow, pkh, pkw, psh, psw, ceil_mode)
+        arg_dt = np.int32
+    else:
+        yh, yw = oh, ow
+        arg_dt = np.uint8
+    p = oh * ow
+    k = c * kh * kw
+    xb, xcf = _canon(x)
+    w2 = w.reshape(o, k)
+    kb = k
+    if b is not None:
+        w2 = np.concatenate([w2, b.reshape(o, 1)], axis=1)
+        kb = k + 1
+    else:
+        w2 = np.ascontiguousarray(w2)
+    y = np.empty((cy, n, yh * yw), dtype=dt)
+    arg = np.empty((cy, n, yh * yw), dtype=arg_dt)
+    nb = _chunk(n, kb, p, _GEMM_THREADS)
+    bufs = {}
+
+    def task(i, wid):
+        got = bufs.get(wid)
+        if got is None:
+            cols = np.empty((kb, nb, p), dtype=dt)
+            if kb > k:
+                cols[k] = 1
+            got = bufs[wid] = (cols, np.empty(o * nb * p, dtype=dt))
+        cols, zf = got
+        n0 = i * nb
+        m = min(nb, n - n0)
+        _im2col_k(xb, xcf, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, cols, True)
+        z = zf[:o * m * p].reshape(o, m * p)
+        np.matmul(w2, cols.reshape(kb, nb * p)[:, :m * p], out=z)
+        z = z.reshape(o, m, p)
+        if pool is None:
+            _maxout_into_k(z, pieces, n0, y, arg)
+        else:
+            _mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
+
+    with _single_blas():
+        _parallel(task, -(-n // nb), _GEMM_THREADS)
+    return (y.reshape(cy, n, yh, yw).swapaxes(0, 1), arg.reshape(cy, n, yh, yw).swapaxes(0, 1))
 
 
 @_kern

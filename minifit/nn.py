@@ -318,10 +318,11 @@ class MaxoutConv2d(Conv2d):
         self.pool, self.pool_stride, self.ceil_mode = pool, pool_stride, ceil_mode
 
     def forward(self, x):
-        z = super().forward(x)
-        if self.pool in (1, (1, 1)):
-            return F.maxout(z, self.pieces)
-        return F.maxout_pool2d(z, self.pieces, self.pool, self.pool_stride, self.ceil_mode)
+        # one fused op (conv, maxout, pool): the same values and gradients as
+        # F.maxout_pool2d(F.conv2d(...)) / F.maxout(F.conv2d(...))
+        pool = None if self.pool in (1, (1, 1)) else self.pool
+        return F.maxout_conv2d(x, self.weight, self._params.get("bias"), self.pieces, self.stride,
+                               self.padding, pool, self.pool_stride, self.ceil_mode)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.channels}x{self.pieces}, kernel_size={self.kernel_size}, "

@@ -7,13 +7,8 @@ from ..tensor import Tensor, as_tensor
 from . import _check
 
 
-def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
-    """Cross-correlation. x: (N, C, H, W), w: (O, C, kh, kw), b: (O,) -> (N, O, OH, OW),
-    OH = (H + 2 pad_h - kh) // stride_h + 1.
-
-    Backward (kernels.conv2d_backward): dW = sum_n dY_n im2col(x_n)^T, db = sum dY,
-    dx = col2im(W^T dY).
-    """
+def _conv_args(x, w, b, stride, padding):
+    """Validated (x, w, b, stride pair, pad pair) of a convolution (errors name conv2d)."""
     x, w = as_tensor(x), as_tensor(w)
     b = None if b is None else as_tensor(b)
     _check.ndim("conv2d", x, 4, "input", "N, C, H, W")
@@ -32,6 +27,17 @@ def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
     if H + 2 * pad[0] < kh or W + 2 * pad[1] < kw:
         _check.fail("conv2d", f"kernel {kh}x{kw} is larger than the padded input "
                               f"{H + 2 * pad[0]}x{W + 2 * pad[1]} (input {x.shape}, padding {pad})")
+    return x, w, b, stride, pad
+
+
+def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
+    """Cross-correlation. x: (N, C, H, W), w: (O, C, kh, kw), b: (O,) -> (N, O, OH, OW),
+    OH = (H + 2 pad_h - kh) // stride_h + 1.
+
+    Backward (kernels.conv2d_backward): dW = sum_n dY_n im2col(x_n)^T, db = sum dY,
+    dx = col2im(W^T dY).
+    """
+    x, w, b, stride, pad = _conv_args(x, w, b, stride, padding)
     y = K.conv2d_forward(x.data, w.data, None if b is None else b.data, stride, pad)
 
     def backward(g):
@@ -39,6 +45,44 @@ def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
         return dx, dw, db
     parents = (x, w) if b is None else (x, w, b)
     return Tensor.from_op(y, parents, backward)
+
+
+def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_stride=None,
+                  ceil_mode=True) -> Tensor:
+    """maxout(conv2d(x, w, b), pieces), then with ``pool`` a max pool (window ``pool``,
+    stride ``pool_stride``, default the window): the values and gradients of
+    ``maxout_pool2d(conv2d(...))`` / ``maxout(conv2d(...))``, with one fused forward kernel
+    (kernels.conv2d_maxout_forward) that never stores the whole conv output.
+    Backward: dz = maxout(_pool)_backward(g), then conv2d_backward(dz)."""
+    x, w, b, stride, pad = _conv_args(x, w, b, stride, padding)
+    N, _, H, W = x.shape
+    O, _, kh, kw = w.shape
+    pieces = int(pieces)
+    if pieces < 1 or O % pieces:
+        _check.fail("maxout_conv2d", f"the conv's {O} output maps must be a multiple of pieces={pieces}")
+    if pool is None and pieces == 1:
+        return conv2d(x, w, b, stride, pad)
+    z_shape = (N, O, K.conv_output_size(H, kh, stride[0], pad[0]), K.conv_output_size(W, kw, stride[1], pad[1]))
+    k = s = None
+    if pool is not None:
+        k = K.pair(pool, "kernel_size")
+        s = K.pair(k if pool_stride is None else pool_stride, "stride")
+        if min(k) < 1 or min(s) < 1:
+            _check.fail("maxout_conv2d", f"kernel_size and stride must be >= 1, got {k} and {s}")
+        for size, kk in zip(z_shape[2:], k):
+            if size < kk and not ceil_mode:
+                _check.fail("maxout_conv2d", f"window {k} is larger than the input {z_shape[2:]} (floor mode); "
+                                             f"use ceil_mode=True or a smaller window")
+    y, arg = K.conv2d_maxout_forward(x.data, w.data, None if b is None else b.data, stride, pad, pieces,
+                                     k, s, ceil_mode)
+
+    def backward(g):
+        if k is None:
+            dz = K.maxout_backward(g, arg, pieces)
+        else:
+            dz = K.maxout_pool_backward(g, arg, z_shape, pieces)
+        return K.conv2d_backward(dz, x.data, w.data, stride, pad, x.requires_grad)
+    return Tensor.from_op(y, (x, w) if b is None else (x, w, b), backward)
 
 
 def linear(x, w, b=None) -> Tensor:
