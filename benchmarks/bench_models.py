@@ -14,7 +14,8 @@ PyTorch worker (this file, --worker torch, run by the torch venv's interpreter; 
 imports minifit: it builds a twin of the network from the JSON with the same layer
 semantics: maxout = view + max over the pieces, ceil-mode max pool, one bias per map,
 pre-activation WRN blocks with BN). The two sides' steps are interleaved (minifit, torch,
-minifit, ...), so on a shared machine both see the same load. Each network runs in its
+minifit, ...), so on a shared machine both see the same load (--gap adds an idle pause
+before each timed call). Each network runs in its
 own pair of processes, so ru_maxrss is that network's peak resident memory (reported also
 above the worker's resident size after its imports and the inputs, "delta").
 
@@ -389,7 +390,7 @@ def find_torch_python():
     return None
 
 
-def bench_model(name, warmup, rep_train, rep_infer, tmp, tpy, log, threads=THREADS, clock="wall"):
+def bench_model(name, warmup, rep_train, rep_infer, tmp, tpy, log, threads=THREADS, clock="wall", gap=0.0):
     npz, jsn = export(name, tmp)
     env = dict(os.environ, MINIFIT_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), BENCH_THREADS=str(threads),
@@ -408,10 +409,14 @@ def bench_model(name, warmup, rep_train, rep_infer, tmp, tpy, log, threads=THREA
         for kind, reps in (("train", rep_train), ("infer", rep_infer)):
             to, tt = [], []
             for i in range(warmup + reps):
+                if gap:
+                    time.sleep(gap)
                 t = float(ours.ask(kind))
                 if i >= warmup:
                     to.append(t)
                 if theirs:
+                    if gap:
+                        time.sleep(gap)
                     t = float(theirs.ask(kind))
                     if i >= warmup:
                         tt.append(t)
@@ -560,6 +565,10 @@ def main(argv=None):
     ap.add_argument("--data", default=None, help="data folder for --epochs (default: MINIFIT_DATA)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--gap", type=float, default=0.0,
+                    help="seconds of idle time before each timed call, so the other side's idle OpenMP "
+                         "threads stop spinning first (default 0; on this VM an idle gap makes both "
+                         "sides' next call slower: threads and caches go cold)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: process CPU time (with --threads 1: far less sensitive to other jobs on a "
                          "shared machine than wall time)")
@@ -595,7 +604,7 @@ def main(argv=None):
             for name, w, rt, ri in wanted:
                 results.append(bench_model(name, w, max(3, round(rt * a.repeat_scale)),
                                            max(3, round(ri * a.repeat_scale)), tmp, tpy, log,
-                                           a.threads, a.clock))
+                                           a.threads, a.clock, a.gap))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         load1 = loadavg()
