@@ -38,7 +38,6 @@ import time
 import numpy as np
 
 from .. import functional as F
-from .. import optim
 from ..losses import STUDENT_TERMS, discriminator_loss, student_objective
 from ..models.wrn import Discriminator
 from ..tensor import Tensor, no_grad
