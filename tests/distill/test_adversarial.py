@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from minifit import Tensor, no_grad
-from minifit import functional as F
 from minifit import random as mrandom
 from minifit.distill.adversarial import AdversarialKD, d_accuracies
 from minifit.distill.experiment import load_config, run_experiment
