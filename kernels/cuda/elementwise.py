@@ -23,20 +23,25 @@ COPY, NEG, ABS, SIGN, EXP, LOG, RELU = 0, 1, 2, 3, 4, 5, 6
 
 
 # ------------------------------------------------------------------ kernels
+@cuda.jit(device=True)
+def _apply(op, x, y):
+    """x (op) y for op in ADD, SUB, MUL, DIV: the one switch the binary kernels share."""
+    if op == ADD:
+        return x + y
+    if op == SUB:
+        return x - y
+    if op == MUL:
+        return x * y
+    return x / y
+
+
 @kernel
 def _binary_k(a, b, out, op):
     """out = a (op) b, same shapes, flat."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         x = a[i]
         y = b[i]
-        if op == ADD:
-            out[i] = x + y
-        elif op == SUB:
-            out[i] = x - y
-        elif op == MUL:
-            out[i] = x * y
-        else:
-            out[i] = x / y
+        out[i] = _apply(op, x, y)
 
 
 @kernel
@@ -54,14 +59,7 @@ def _binary_bcast_k(a, b, out, op, shp, sta, stb):
             ib += k * stb[d]
         x = a[ia]
         y = b[ib]
-        if op == ADD:
-            out[i] = x + y
-        elif op == SUB:
-            out[i] = x - y
-        elif op == MUL:
-            out[i] = x * y
-        else:
-            out[i] = x / y
+        out[i] = _apply(op, x, y)
 
 
 @kernel
@@ -74,14 +72,7 @@ def _binary_scalar_k(a, s, out, op, scalar_first):
         else:
             x = a[i]
             y = s
-        if op == ADD:
-            out[i] = x + y
-        elif op == SUB:
-            out[i] = x - y
-        elif op == MUL:
-            out[i] = x * y
-        else:
-            out[i] = x / y
+        out[i] = _apply(op, x, y)
 
 
 @kernel
