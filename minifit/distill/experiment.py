@@ -295,14 +295,23 @@ class Runner:
 
     def run(self):
         t0 = time.perf_counter()
+        students = self.cfg.get("student", [])
+
+        def report():
+            # after every row, so a run that is stopped still leaves the rows it finished
+            summary = {"experiment": self.cfg["_path"], "minifit": __version__, "epochs_scale": self.scale.scale,
+                       "data": self.data_meta, "results": self.results, "paper": self.cfg.get("paper", {}),
+                       "wall_seconds": round(time.perf_counter() - t0, 1),
+                       "rows_planned": 1 + len(students)}
+            write_reports(summary, self.out)
+            return summary
+
         teacher = self.teacher()
-        for i, spec in enumerate(self.cfg.get("student", [])):
+        report()
+        for i, spec in enumerate(students):
             self.student(i, spec, teacher)
-        summary = {"experiment": self.cfg["_path"], "minifit": __version__, "epochs_scale": self.scale.scale,
-                   "data": self.data_meta, "results": self.results, "paper": self.cfg.get("paper", {}),
-                   "wall_seconds": round(time.perf_counter() - t0, 1)}
-        write_reports(summary, self.out)
-        return summary
+            summary = report()
+        return summary if students else report()
 
 
 def run_experiment(path, out_dir=None, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
@@ -313,6 +322,13 @@ def run_experiment(path, out_dir=None, epochs_scale=1.0, resume=False, data_dir=
 
 
 # -- reports ----------------------------------------------------------------------------
+def _unfinished(summary):
+    planned, done = summary.get("rows_planned"), len(summary["results"])
+    if planned is None or done >= planned:
+        return []
+    return [f"**Unfinished run: {done} of {planned} rows so far** (`--resume` continues it).", ""]
+
+
 def write_reports(summary: dict, out: Path):
     """results.json, results.md (the paper's table beside ours) and curves.png."""
     with open(out / "results.json", "w") as f:
@@ -325,6 +341,7 @@ def write_reports(summary: dict, out: Path):
              f"Preprocessing: {d['preprocess']}; augmentation: {', '.join(d['augment']) or 'none'}.  ",
              f"Epochs scale {summary['epochs_scale']}; total wall time {summary['wall_seconds']:.0f} s; minifit "
              f"{summary['minifit']}. Test error is measured with the best-validation checkpoint.", "",
+             *_unfinished(summary),
              "| row | method | model | params (paper count) | paper test err % | our test err % | "
              "best valid err % (epoch) | epochs | wall s |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
