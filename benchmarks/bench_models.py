@@ -13,11 +13,23 @@ processes serve timing requests: one minifit worker (this file, --worker minifit
 PyTorch worker (this file, --worker torch, run by the torch venv's interpreter; it never
 imports minifit: it builds a twin of the network from the JSON with the same layer
 semantics: maxout = view + max over the pieces, ceil-mode max pool, one bias per map,
-pre-activation WRN blocks with BN). The two sides' steps are interleaved (minifit, torch,
-minifit, ...), so on a shared machine both see the same load (--gap adds an idle pause
-before each timed call). Each network runs in its
+pre-activation WRN blocks with BN). The two sides' steps alternate (blocks of minifit,
+torch, minifit, ...; see "Schedule" below), so on a shared machine both see the same load (--gap
+adds an idle pause before each call). Each network runs in its
 own pair of processes, so ru_maxrss is that network's peak resident memory (reported also
 above the worker's resident size after its imports and the inputs, "delta").
+
+Schedule: after warm-up, the sides take turns in blocks (--block, default 3): one untimed
+call, then the timed ones, then the other side's block, until each side has its repeats.
+Why not call by call: after each call PyTorch's idle OpenMP threads keep spinning for
+several ms (libgomp's default), on the two cores the next minifit call needs. Measured on
+mnist-fitnet inference (2026-11-22, this script's two workers after 5 training steps each):
+minifit 9.4 ms in a block, 16.7 ms when called right after each PyTorch call; PyTorch
+11.5 / 12.4 ms. With PyTorch's threads
+made passive (OMP_WAIT_POLICY=PASSIVE) minifit's interleaved time fell to 10.2 ms, so the
+difference was PyTorch's spinning, not load. Blocks still spread slow load changes over
+both sides; the first call of a block (which may still meet the other side's spinning
+threads) is discarded. --block 0 restores the call-by-call schedule (every call timed).
 
 Before timing, the eval-mode logits of the two sides are compared (max relative error):
 the twin computes the same function.
@@ -55,6 +67,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BATCH = 128
 THREADS = 2
+BLOCK = 3   # timed calls per side in a row (after one untimed call): see "Schedule" in the docstring
 LR, MOMENTUM = 0.01, 0.9
 # (name, warm-up, train repeats, inference repeats)
 MODELS = [
@@ -390,7 +403,8 @@ def find_torch_python():
     return None
 
 
-def bench_model(name, warmup, rep_train, rep_infer, tmp, tpy, log, threads=THREADS, clock="wall", gap=0.0):
+def bench_model(name, warmup, rep_train, rep_infer, tmp, tpy, log, threads=THREADS, clock="wall", gap=0.0,
+                block=BLOCK):
     npz, jsn = export(name, tmp)
     env = dict(os.environ, MINIFIT_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), BENCH_THREADS=str(threads),
@@ -408,18 +422,22 @@ def bench_model(name, warmup, rep_train, rep_infer, tmp, tpy, log, threads=THREA
             res["rel_err"] = float(np.abs(la - lb).max() / max(np.abs(lb).max(), 1e-30))
         for kind, reps in (("train", rep_train), ("infer", rep_infer)):
             to, tt = [], []
-            for i in range(warmup + reps):
-                if gap:
-                    time.sleep(gap)
-                t = float(ours.ask(kind))
-                if i >= warmup:
-                    to.append(t)
+            for i in range(warmup):
+                ours.ask(kind)
                 if theirs:
-                    if gap:
-                        time.sleep(gap)
-                    t = float(theirs.ask(kind))
-                    if i >= warmup:
-                        tt.append(t)
+                    theirs.ask(kind)
+            while len(to) < reps:
+                # a block of calls per side; its first call is not timed (see "Schedule" above)
+                for side, times in ((ours, to), (theirs, tt)):
+                    if side is None:
+                        continue
+                    first = 1 if block else 0
+                    for j in range(first + max(block, 1)):
+                        if gap:
+                            time.sleep(gap)
+                        t = float(side.ask(kind))
+                        if j >= first:
+                            times.append(t)
             res[kind] = (float(np.median(to)), float(np.median(tt)) if theirs else None)
             res[kind + "_spread"] = (float(np.min(to)), float(np.max(to)),
                                      float(np.min(tt)) if tt else None, float(np.max(tt)) if tt else None)
@@ -532,7 +550,9 @@ def models_markdown(results, info, tinfo, load0, load1, date, argv, threads):
              f"Load average (1, 5, 15 min) before: {load0}; after: {load1}.", "",
              "Batch 128, float32. Train step = forward, cross-entropy, backward, SGD (momentum) update with "
              "the max-norm constraints; inference = forward in eval mode without a graph. Median over "
-             "repeats after warm-up, the two sides interleaved; ratio = minifit / PyTorch (lower is better). "
+             "repeats after warm-up, the two sides taking turns in blocks (an untimed call, then "
+             "the timed ones: see the script's docstring, \"Schedule\"); ratio = minifit / PyTorch "
+             "(lower is better). "
              "Peak RSS = ru_maxrss of the worker process that ran only that network (delta: above the "
              "worker's resident size after its imports and inputs).", "",
              "| network | minifit train ms | torch train ms | train ratio (target) | minifit infer ms | "
@@ -569,6 +589,8 @@ def main(argv=None):
                     help="seconds of idle time before each timed call, so the other side's idle OpenMP "
                          "threads stop spinning first (default 0; on this VM an idle gap makes both "
                          "sides' next call slower: threads and caches go cold)")
+    ap.add_argument("--block", type=int, default=BLOCK,
+                    help="timed calls per side in a row, after one untimed call (0: call by call, all timed)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: process CPU time (with --threads 1: far less sensitive to other jobs on a "
                          "shared machine than wall time)")
@@ -604,7 +626,7 @@ def main(argv=None):
             for name, w, rt, ri in wanted:
                 results.append(bench_model(name, w, max(3, round(rt * a.repeat_scale)),
                                            max(3, round(ri * a.repeat_scale)), tmp, tpy, log,
-                                           a.threads, a.clock, a.gap))
+                                           a.threads, a.clock, a.gap, a.block))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         load1 = loadavg()

@@ -27,6 +27,11 @@ API (every implementation provides every name):
   relu_forward(x) -> y;  relu_backward(dy, y) -> dx
   dropout_mask(shape, p, seed, dtype) -> mask with entries 0 or 1/(1-p)
 
+Fused forwards (here: the implementation's own kernel if it has one, else the composition):
+  conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool, pool_stride, ceil_mode) -> (y, arg)
+  bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b, stride, pad,
+                         residual=None) -> y
+
 Engine ops (ENGINE_API): the array math of minifit's functional ops, autograd and
 optimizers outside the layer kernels (elementwise arithmetic with broadcasting, sums,
 matmul, softmax / cross-entropy, batch-norm running statistics, optimizer updates,
@@ -121,6 +126,22 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     if pool is None:
         return impl.maxout_forward(z, pieces)
     return impl.maxout_pool_forward(z, pieces, pool, pool if pool_stride is None else pool_stride, ceil_mode)
+
+
+def bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b, stride=1, pad=0,
+                           residual=None):
+    """conv2d_forward(relu_forward(batch_norm_inference(x, ...)), w, b, stride, pad)
+    (+ residual, of the output's shape): the evaluation-mode pre-activation residual block.
+    One fused kernel where the implementation has one (kernels.cpu: the affine map and the
+    ReLU are applied as im2col reads x, the residual as the output is stored), else the
+    composition."""
+    impl = backend(x)
+    fused = getattr(impl, "bn_relu_conv2d_forward", None)
+    if fused is not None:
+        return fused(x, gamma, beta, running_mean, running_var, eps, w, b, stride, pad, residual)
+    a = impl.relu_forward(impl.batch_norm_inference(x, gamma, beta, running_mean, running_var, eps))
+    y = impl.conv2d_forward(a, w, b, stride, pad)
+    return y if residual is None else impl.add(y, residual)
 
 
 def dropout_mask(shape, p, seed, dtype, like=None):

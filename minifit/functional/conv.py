@@ -85,6 +85,42 @@ def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_str
     return Tensor.from_op(y, (x, w) if b is None else (x, w, b), backward)
 
 
+def bn_relu_conv2d(x, gamma, beta, running_mean, running_var, w, b=None, stride=1, padding=0,
+                   eps=1e-5, residual=None) -> Tensor:
+    """conv2d(relu(batch_norm(x, ..., training=False)), w, b) (+ residual): a pre-activation
+    residual block's BN-ReLU-conv (and its addition) in evaluation mode, where batch norm is
+    the fixed per-channel map a = relu(x * s + t), s = gamma / sqrt(running_var + eps),
+    t = beta - running_mean * s. One fused forward kernel (kernels.bn_relu_conv2d_forward:
+    a is never stored). Backward recomputes a, then da, dW, db = conv2d_backward(g, a);
+    dz = da * [a > 0]; dx = s dz, dgamma = sum dz * xhat, dbeta = sum dz
+    (batch_norm_eval_backward); the residual gets g."""
+    x, w, b, stride, pad = _conv_args(x, w, b, stride, padding)
+    gamma, beta = as_tensor(gamma), as_tensor(beta)
+    C = x.shape[1]
+    if gamma.shape != (C,) or beta.shape != (C,) or running_mean.shape != (C,) or running_var.shape != (C,):
+        _check.fail("bn_relu_conv2d", f"gamma, beta, running_mean and running_var must have shape ({C},) "
+                                      f"for input {x.shape}, got {gamma.shape}, {beta.shape}, "
+                                      f"{running_mean.shape}, {running_var.shape}")
+    if residual is not None:
+        residual = as_tensor(residual)
+        out = (x.shape[0], w.shape[0], K.conv_output_size(x.shape[2], w.shape[2], stride[0], pad[0]),
+               K.conv_output_size(x.shape[3], w.shape[3], stride[1], pad[1]))
+        if residual.shape != out:
+            _check.fail("bn_relu_conv2d", f"the residual must have the output's shape {out}, got {residual.shape}")
+    y = K.bn_relu_conv2d_forward(x.data, gamma.data, beta.data, running_mean, running_var, eps,
+                                 w.data, None if b is None else b.data, stride, pad,
+                                 None if residual is None else residual.data)
+
+    def backward(g):
+        a = K.relu_forward(K.batch_norm_inference(x.data, gamma.data, beta.data, running_mean, running_var, eps))
+        da, dw, db = K.conv2d_backward(g, a, w.data, stride, pad, True)
+        dx, dgamma, dbeta = K.batch_norm_eval_backward(K.relu_backward(da, a), x.data, gamma.data,
+                                                       running_mean, running_var, eps)
+        return (dx, dgamma, dbeta, dw) + (() if b is None else (db,)) + (() if residual is None else (g,))
+    parents = (x, gamma, beta, w) + (() if b is None else (b,)) + (() if residual is None else (residual,))
+    return Tensor.from_op(y, parents, backward)
+
+
 def linear(x, w, b=None) -> Tensor:
     """y = x W^T + b. x: (N, in), w: (out, in), b: (out,) -> (N, out).
     dx = g W, dW = g^T x, db = sum_n g."""

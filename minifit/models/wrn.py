@@ -48,6 +48,11 @@ class WideBlock(Module):
             self.shortcut = Conv2d(in_channels, out_channels, 1, stride, 0, bias=False, init="he", dtype=dtype)
 
     def forward(self, x):
+        if not self.training:
+            # evaluation: each BN is a fixed per-channel map, folded with its ReLU into the
+            # read of the conv after it (the activated maps are never stored)
+            shortcut = _bn_relu_conv(self.bn1, self.shortcut, x) if self.projects else x
+            return _bn_relu_conv(self.bn2, self.conv2, _bn_relu_conv(self.bn1, self.conv1, x), shortcut)
         a = F.relu(self.bn1(x))
         h = self.conv1(a)
         h = self.conv2(self.drop(F.relu(self.bn2(h))))
@@ -64,6 +69,11 @@ class WideBlock(Module):
     def extra_repr(self):
         proj = ", 1x1 projection" if self.projects else ""
         return f"{self.in_channels} -> {self.out_channels}, stride={self.stride}, dropout={self.p}{proj}"
+
+
+def _bn_relu_conv(bn, conv, x, residual=None):
+    return F.bn_relu_conv2d(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, conv.weight,
+                            conv._params.get("bias"), conv.stride, conv.padding, bn.eps, residual)
 
 
 def wide_resnet(depth: int, widen: int, num_classes: int = 10, dropout: float = DROPOUT,

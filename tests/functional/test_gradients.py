@@ -115,6 +115,41 @@ def test_batch_norm(n, c, spatial, training, seed):
     check_grad(lambda x, g, b: F.batch_norm(x, g, b, rm.copy(), rv.copy(), training) * wgt, [x, g, b])
 
 
+@given(n=st.integers(1, 3), c=st.integers(1, 3), o=st.integers(1, 4), k=st.sampled_from([1, 3]),
+       stride=st.integers(1, 2), bias=st.booleans(), residual=st.booleans(), seed=seeds)
+def test_bn_relu_conv2d(n, c, o, k, stride, bias, residual, seed):
+    """The fused evaluation-mode BN-ReLU-conv (+ residual): finite differences, and the values
+    and gradients of the composition conv2d(relu(batch_norm(training=False))) (+ residual)."""
+    x, wt = leaf(randn(seed, n, c, 5, 4)), leaf(randn(seed + 1, o, c, k, k))
+    g, b = leaf(randn(seed + 2, c)), leaf(randn(seed + 3, c))
+    bias_ = leaf(randn(seed + 4, o)) if bias else None
+    rm, rv = randn(seed + 5, c), np.abs(randn(seed + 6, c)) + 0.5
+    pad = k // 2
+    shape = F.bn_relu_conv2d(x, g, b, rm, rv, wt, bias_, stride, pad).shape
+    res = leaf(randn(seed + 8, *shape)) if residual else None
+    ins = [x, g, b, wt] + ([bias_] if bias else []) + ([res] if residual else [])
+    wgt = leaf(randn(seed + 7, *shape), False)
+
+    def fused(x, g, b, wt, *rest):
+        rest = list(rest)
+        bb = rest.pop(0) if bias else None
+        return F.bn_relu_conv2d(x, g, b, rm, rv, wt, bb, stride, pad, residual=rest[0] if residual else None)
+    check_grad(lambda *a: fused(*a) * wgt, ins)
+    out = []
+    for fuse in (True, False):
+        for t in ins:
+            t.grad = None
+        if fuse:
+            y = fused(*ins)
+        else:
+            y = F.conv2d(F.relu(F.batch_norm(x, g, b, rm, rv, training=False)), wt, bias_, stride, pad)
+            y = F.add(y, res) if residual else y
+        (y * wgt).sum().backward()
+        out.append([y.numpy()] + [t.grad for t in ins])
+    for a, e in zip(*out):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
 def test_batch_norm_statistics_and_running_update():
     x = leaf(randn(0, 8, 3, 4, 4) * 3 + 1)
     rm, rv = np.zeros(3), np.ones(3)

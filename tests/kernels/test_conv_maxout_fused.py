@@ -20,6 +20,7 @@ def case(draw):
     return dict(n=draw(st.integers(1, 9)), c=draw(st.integers(1, 4)), units=draw(st.integers(1, 4)),
                 pieces=draw(st.integers(1, 4)), h=h, k=k, pad=pad, pool=pool, bias=draw(st.booleans()),
                 cnhw=draw(st.booleans()), chunk=draw(st.sampled_from([None, 40, 300])),
+                rows=draw(st.booleans()),
                 seed=draw(st.integers(0, 2**16)))
 
 
@@ -34,10 +35,12 @@ def test_fused_equals_composition(dt, c):
         x = np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)
     w = rng.standard_normal((o, c["c"], c["k"], c["k"])).astype(dt)
     b = rng.standard_normal(o).astype(dt) if c["bias"] else None
-    old = cpu._CHUNK_ELEMS
+    old, old_rows = cpu._CHUNK_ELEMS, (cpu._ROWS_MAX_O, cpu._ROWS_MIN_C)
     try:
         if c["chunk"]:
             cpu._CHUNK_ELEMS = c["chunk"]
+        # the GEMM orientation (im2row / im2col), the same for both sides
+        cpu._ROWS_MAX_O, cpu._ROWS_MIN_C = (10**9, 0) if c["rows"] else (0, 10**9)
         z = cpu.conv2d_forward(x, w, b, 1, c["pad"])
         if c["pool"] is None:
             yc, ac = cpu.maxout_forward(z, c["pieces"])
@@ -46,7 +49,7 @@ def test_fused_equals_composition(dt, c):
         y, a = cpu.conv2d_maxout_forward(x, w, b, 1, c["pad"], c["pieces"], c["pool"],
                                          None if c["pool"] is None else (c["pool"][1],) * 2, True)
     finally:
-        cpu._CHUNK_ELEMS = old
+        cpu._CHUNK_ELEMS, (cpu._ROWS_MAX_O, cpu._ROWS_MIN_C) = old, old_rows
     assert y.shape == yc.shape and y.dtype == yc.dtype and a.dtype == ac.dtype
     np.testing.assert_array_equal(y, yc)       # same GEMM chunks: bit-identical
     np.testing.assert_array_equal(a, ac)

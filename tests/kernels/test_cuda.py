@@ -204,6 +204,16 @@ def test_batch_norm(kc, rng, shape):
     close(drv, rv)
 
 
+def test_bn_relu_conv2d_forward(kc, rng):
+    """The dispatcher's composition on the GPU (no fused CUDA kernel) equals the reference."""
+    x, w, b = rnd(rng, 2, 3, 5, 4), rnd(rng, 4, 3, 3, 3), rnd(rng, 4)
+    gamma, beta, rm, rv = rnd(rng, 3), rnd(rng, 3), rnd(rng, 3), np.abs(rnd(rng, 3)) + 0.5
+    want = ref.conv2d_forward(ref.relu_forward(ref.batch_norm_inference(x, gamma, beta, rm, rv, 1e-5)),
+                              w, b, 1, 1)
+    close(kernels.bn_relu_conv2d_forward(dev(x), dev(gamma), dev(beta), dev(rm), dev(rv), 1e-5,
+                                         dev(w), dev(b), 1, 1), want)
+
+
 # ----------------------------------------------------------------------------- relu / dropout
 def test_relu(kc, rng):
     x = ties(rng, 3, 100)   # zeros included: relu'(0) = 0

@@ -40,7 +40,22 @@ def conv_case(draw):
     w = draw(st.integers(max(1, kw - 2 * pw), 9))
     return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 4)), o=draw(st.integers(1, 5)),
                 h=h, w=w, k=(kh, kw), s=(sh, sw), p=(ph, pw), bias=draw(st.booleans()),
-                cnhw=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+                cnhw=draw(st.booleans()), rows=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+class orientation:
+    """Force conv2d_forward's GEMM orientation: im2row (rows=True) or im2col, whatever the
+    channel counts (1x1 kernels always take im2col)."""
+
+    def __init__(self, rows):
+        self.limits = (10**9, 0) if rows else (0, 10**9)
+
+    def __enter__(self):
+        self.old = cpu._ROWS_MAX_O, cpu._ROWS_MIN_C
+        cpu._ROWS_MAX_O, cpu._ROWS_MIN_C = self.limits
+
+    def __exit__(self, *exc):
+        cpu._ROWS_MAX_O, cpu._ROWS_MIN_C = self.old
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -52,7 +67,8 @@ def test_conv_forward_backward(dt, case):
     w = arr(rng, (case["o"], case["c"]) + case["k"], dt)
     b = arr(rng, (case["o"],), dt) if case["bias"] else None
     xl = layout(x, case["cnhw"])
-    y = cpu.conv2d_forward(xl, w, b, case["s"], case["p"])
+    with orientation(case["rows"]):
+        y = cpu.conv2d_forward(xl, w, b, case["s"], case["p"])
     close(y, ref.conv2d_forward(x, w, b, case["s"], case["p"]), dt)
     dy = arr(rng, y.shape, dt)
     for need_dx in (True, False):
@@ -79,12 +95,16 @@ def test_im2col_col2im(dt, case):
           ref.col2im(c, x.shape, case["k"], case["s"], case["p"]), dt)
 
 
+@pytest.mark.parametrize("rows", [False, True])
 @pytest.mark.parametrize("dt", DTYPES)
-def test_conv_chunked_batches(dt, monkeypatch):
-    """Force several im2col chunks (the last one partial) through the GEMM path."""
+def test_conv_chunked_batches(dt, rows, monkeypatch):
+    """Force several im2col / im2row chunks (the last one partial) through the GEMM path."""
     monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 2 * 18 * 25)
+    monkeypatch.setattr(cpu, "_ROWS_MAX_O", 10**9 if rows else 0)
+    monkeypatch.setattr(cpu, "_ROWS_MIN_C", 0)
     rng = np.random.default_rng(1)
     x, w, b = arr(rng, (7, 2, 6, 5), dt), arr(rng, (3, 2, 3, 3), dt), arr(rng, (3,), dt)
+    assert cpu._use_rows(2, 3, 3, 3) == rows
     y = cpu.conv2d_forward(x, w, b, 1, 1)
     close(y, ref.conv2d_forward(x, w, b, 1, 1), dt)
     dy = arr(rng, y.shape, dt)
@@ -252,3 +272,41 @@ def test_threaded_split_paths(monkeypatch):
     dyc = arr(rng, (5, 4, 7, 7), dt)  # NCHW dy: transposed on the pool threads
     for u, v in zip(cpu.conv2d_backward(dyc, x, w, 1, 1), ref.conv2d_backward(dyc, xr, w, 1, 1)):
         close(u, v, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@FAST
+@given(case=conv_case())
+def test_bn_relu_conv_forward(dt, case):
+    """The fused evaluation-mode BN-ReLU-conv equals the composition of the reference ops
+    (both GEMM orientations, both layouts); the dispatcher picks the CPU kernel."""
+    rng = np.random.default_rng(case["seed"])
+    c = case["c"]
+    x = arr(rng, (case["n"], c, case["h"], case["w"]), dt)
+    w = arr(rng, (case["o"], c) + case["k"], dt)
+    b = arr(rng, (case["o"],), dt) if case["bias"] else None
+    gamma, beta, mean = arr(rng, (c,), dt), arr(rng, (c,), dt), arr(rng, (c,), dt)
+    var = (rng.random(c) + 0.1).astype(dt)
+    want = ref.conv2d_forward(ref.relu_forward(ref.batch_norm_inference(x, gamma, beta, mean, var, 1e-5)),
+                              w, b, case["s"], case["p"])
+    res = arr(rng, want.shape, dt)
+    with orientation(case["rows"]):
+        got = kernels.bn_relu_conv2d_forward(layout(x, case["cnhw"]), gamma, beta, mean, var, 1e-5,
+                                             w, b, case["s"], case["p"])
+        close(got, want, dt)
+        got = kernels.bn_relu_conv2d_forward(layout(x, case["cnhw"]), gamma, beta, mean, var, 1e-5,
+                                             w, b, case["s"], case["p"], layout(res, not case["cnhw"]))
+        close(got, want + res, dt)
+
+
+def test_rows_orientation_is_really_taken(monkeypatch):
+    """The orientation switch reaches the im2row kernel (a patched _im2row_k must be called)."""
+    calls = []
+    real = cpu._im2row_k
+    monkeypatch.setattr(cpu, "_im2row_k", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(2)
+    x, w = arr(rng, (2, 3, 5, 5), np.float64), arr(rng, (4, 3, 3, 3), np.float64)
+    for rows in (False, True):
+        with orientation(rows):
+            close(cpu.conv2d_forward(x, w, None, 1, 1), ref.conv2d_forward(x, w, None, 1, 1), np.float64)
+        assert bool(calls) == rows

@@ -67,6 +67,39 @@ def test_block_gradients_float64():
         check_grad(lambda a, *params: (block(a) * w).sum(), [x] + block.parameters(), seed=stride)
 
 
+def test_eval_block_is_the_train_graph_with_running_statistics():
+    """Evaluation folds each BN + ReLU into the next conv (F.bn_relu_conv2d); the values and
+    gradients equal the plain graph with batch norm in evaluation mode."""
+    from minifit import functional as F
+    mrandom.manual_seed(0)
+    r = np.random.default_rng(3)
+    for stride, cin, cout in ((1, 4, 4), (2, 3, 5)):
+        block = WideBlock(cin, cout, stride).to(np.float64)
+        for bn in (block.bn1, block.bn2):   # non-trivial running statistics and affine
+            bn.running_mean[:] = r.standard_normal(bn.num_features)
+            bn.running_var[:] = r.random(bn.num_features) + 0.5
+            bn.weight.data[:] = r.standard_normal(bn.num_features)
+            bn.bias.data[:] = r.standard_normal(bn.num_features)
+        block.eval()
+        xs = r.standard_normal((3, cin, 6, 6))
+        g = r.standard_normal((3, cout, 6 // stride, 6 // stride))
+
+        def plain(x):
+            a = F.relu(block.bn1(x))
+            h = block.conv2(F.relu(block.bn2(block.conv1(a))))
+            return F.add(h, block.shortcut(a) if block.projects else x)
+        out = []
+        for f in (block, plain):
+            x = leaf(xs)
+            for p in block.parameters():
+                p.grad = None
+            y = f(x)
+            (y * Tensor(g)).sum().backward()
+            out.append([y.numpy(), x.grad] + [p.grad for p in block.parameters()])
+        for a, e in zip(*out):
+            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
 def test_discriminator_structure_and_gradients():
     D = Discriminator(10)
     assert D.names == ["bn0", "b1", "b2", "b3", "out"] and D.depth == 3
