@@ -1253,11 +1253,33 @@ def relu_forward(x):
     return _uncanon(y, cf)
 
 
+@_kern
+def _relu_bwd_planes_k(dyb, dcf, yb, ycf, dx, t0, t1):
+    """dx = dy where y > 0, plane by plane, for dy and y in different canonical layouts
+    (planes t0..t1-1 in dy's order; dx in dy's layout)."""
+    N, C = _nc(dyb, dcf)
+    for t in range(t0, t1):
+        n, c = (t % N, t // N) if dcf else (t // C, t % C)
+        d = _pl(dyb, dcf, n, c)
+        v = _pl(yb, ycf, n, c)
+        o = _pl(dx, dcf, n, c)
+        for m in range(d.shape[0]):
+            o[m] = d[m] if v[m] > 0 else 0
+
+
 def relu_backward(dy, y):
     fn = "relu_backward"
     _check(fn, [_Spec("dy", dy, ("...",)), _Spec("y", y, ("...",))])
     if dy.shape != y.shape:
         raise ValueError(f"{fn}: dy and y must have one shape, got dy {dy.shape}, y {y.shape}")
+    if dy.ndim == 4:
+        db, dcf = _canon(_flat3(dy))
+        yb, ycf = _canon(_flat3(y))
+        if dcf != ycf:  # (e.g. dy from a NCHW product, y CNHW): no transposing copy of y
+            dx = np.empty(db.shape, dtype=dy.dtype)
+            planes = db.shape[0] * db.shape[1]
+            _split(lambda lo, hi: _relu_bwd_planes_k(db, dcf, yb, ycf, dx, lo, hi), planes, dy.size)
+            return _uncanon(dx, dcf).reshape(dy.shape)
     db, cf = _canon(dy) if dy.ndim >= 2 else (np.ascontiguousarray(dy), False)
     yb = _uncanon(y, cf) if dy.ndim >= 2 else y
     yb = np.ascontiguousarray(yb)

@@ -254,5 +254,6 @@ def dropout_mask(shape, p, seed=None, dtype=np.float32):
     if p == 1.0:
         return np.zeros(shape, dtype=dtype)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    keep = rng.random(shape) >= p
+    # float32 draws: twice as fast as float64 ones, and 2^-24 steps are fine for a probability
+    keep = rng.random(shape, dtype=np.float32) >= np.float32(p)
     return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
