@@ -31,6 +31,7 @@ Fused forwards (here: the implementation's own kernel if it has one, else the co
   conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool, pool_stride, ceil_mode) -> (y, arg)
   bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b, stride, pad,
                          residual=None) -> y
+  batch_norm_relu_forward(x, gamma, beta, eps) -> (y, mean, invstd)
 
 Engine ops (ENGINE_API): the array math of minifit's functional ops, autograd and
 optimizers outside the layer kernels (elementwise arithmetic with broadcasting, sums,
@@ -142,6 +143,17 @@ def bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b,
     a = impl.relu_forward(impl.batch_norm_inference(x, gamma, beta, running_mean, running_var, eps))
     y = impl.conv2d_forward(a, w, b, stride, pad)
     return y if residual is None else impl.add(y, residual)
+
+
+def batch_norm_relu_forward(x, gamma, beta, eps=1e-5):
+    """relu_forward of batch_norm_forward's output -> (y, mean, invstd): training-mode
+    batch norm and ReLU, fused where the implementation has the kernel (kernels.cpu)."""
+    impl = backend(x)
+    fused = getattr(impl, "batch_norm_relu_forward", None)
+    if fused is not None:
+        return fused(x, gamma, beta, eps)
+    z, mean, invstd = impl.batch_norm_forward(x, gamma, beta, eps)
+    return impl.relu_forward(z), mean, invstd
 
 
 def dropout_mask(shape, p, seed, dtype, like=None):

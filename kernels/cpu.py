@@ -1110,7 +1110,8 @@ def global_avg_pool_backward(dy, x_shape):
 
 # =========================================================================== batch norm
 @_kern
-def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd, c0, c1):
+def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd, c0, c1, relu):
+    """Batch statistics and y = x * sc + sh per channel (and max(y, 0) with ``relu``)."""
     N, _ = _nc(xb, xcf)
     M = xb.shape[2]
     cnt = N * M
@@ -1136,8 +1137,13 @@ def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd, c0, c1):
         for n in range(N):
             r = _pl(xb, xcf, n, c)
             o = _pl(y, xcf, n, c)
-            for m in range(M):
-                o[m] = r[m] * sc + sh
+            if relu:
+                for m in range(M):
+                    v = r[m] * sc + sh
+                    o[m] = v if v > 0 else 0
+            else:
+                for m in range(M):
+                    o[m] = r[m] * sc + sh
 
 
 @_kern
@@ -1172,13 +1178,23 @@ def _bn_specs(x):
 
 
 def batch_norm_forward(x, gamma, beta, eps=1e-5):
-    fn = "batch_norm_forward"
+    return _bn_forward("batch_norm_forward", x, gamma, beta, eps, False)
+
+
+def batch_norm_relu_forward(x, gamma, beta, eps=1e-5):
+    """relu_forward(batch_norm_forward(x, ...)[0]) and its statistics, in one pass of output
+    (the backward stays the composition: a fused one was slower, 6.5 against 4.0 ms on
+    128x32x32x32, as the reductions do not vectorise)."""
+    return _bn_forward("batch_norm_relu_forward", x, gamma, beta, eps, True)
+
+
+def _bn_forward(fn, x, gamma, beta, eps, relu):
     d, dt = _check(fn, [_bn_specs(x), _Spec("gamma", gamma, ("C",)), _Spec("beta", beta, ("C",))])
     xb, xcf = _canon(_flat3(x))
     y = np.empty(xb.shape, dtype=dt)
     mean = np.empty(d["C"], dtype=dt)
     invstd = np.empty(d["C"], dtype=dt)
-    _split(lambda lo, hi: _bn_fwd_k(xb, xcf, gamma, beta, float(eps), y, mean, invstd, lo, hi),
+    _split(lambda lo, hi: _bn_fwd_k(xb, xcf, gamma, beta, float(eps), y, mean, invstd, lo, hi, relu),
            d["C"], x.size)
     return _uncanon(y, xcf).reshape(x.shape), mean, invstd
 
@@ -1189,14 +1205,11 @@ def batch_norm_backward(dy, x, gamma, mean, invstd):
                         _Spec("gamma", gamma, ("C",)), _Spec("mean", mean, ("C",)),
                         _Spec("invstd", invstd, ("C",))])
     xb, xcf = _canon(_flat3(x))
-    dyb = _flat3(dy)
-    dyb = _uncanon(dyb, xcf)
-    if not dyb.flags.c_contiguous:
-        dyb = np.ascontiguousarray(dyb)
+    dyb, dycf = _canon(_flat3(dy))   # any layout: the kernel reads planes (no transposing copy)
     dx = np.empty(xb.shape, dtype=dt)
     dgamma = np.empty(d["C"], dtype=dt)
     dbeta = np.empty(d["C"], dtype=dt)
-    _split(lambda lo, hi: _bn_bwd_k(dyb, xcf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, lo, hi),
+    _split(lambda lo, hi: _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, lo, hi),
            d["C"], x.size)
     return _uncanon(dx, xcf).reshape(x.shape), dgamma, dbeta
 

@@ -53,9 +53,9 @@ class WideBlock(Module):
             # read of the conv after it (the activated maps are never stored)
             shortcut = _bn_relu_conv(self.bn1, self.shortcut, x) if self.projects else x
             return _bn_relu_conv(self.bn2, self.conv2, _bn_relu_conv(self.bn1, self.conv1, x), shortcut)
-        a = F.relu(self.bn1(x))
+        a = _bn_relu(self.bn1, x)
         h = self.conv1(a)
-        h = self.conv2(self.drop(F.relu(self.bn2(h))))
+        h = self.conv2(self.drop(_bn_relu(self.bn2, h)))
         return F.add(h, self.shortcut(a) if self.projects else x)
 
     def num_mults(self, in_shape, out_shape):
@@ -69,6 +69,11 @@ class WideBlock(Module):
     def extra_repr(self):
         proj = ", 1x1 projection" if self.projects else ""
         return f"{self.in_channels} -> {self.out_channels}, stride={self.stride}, dropout={self.p}{proj}"
+
+
+def _bn_relu(bn, x):
+    return F.batch_norm_relu(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.training,
+                             bn.momentum, bn.eps)
 
 
 def _bn_relu_conv(bn, conv, x, residual=None):

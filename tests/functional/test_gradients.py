@@ -150,6 +150,28 @@ def test_bn_relu_conv2d(n, c, o, k, stride, bias, residual, seed):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
+@given(n=st.integers(2, 4), c=st.integers(1, 3), spatial=st.booleans(), training=st.booleans(), seed=seeds)
+def test_batch_norm_relu(n, c, spatial, training, seed):
+    """The fused relu(batch_norm): finite differences, and the composition's values,
+    gradients and running statistics."""
+    shape = (n, c, 3, 2) if spatial else (n, c)
+    x, g, b = leaf(randn(seed, *shape)), leaf(randn(seed + 1, c)), leaf(randn(seed + 2, c))
+    rm, rv = randn(seed + 3, c), np.abs(randn(seed + 4, c)) + 0.5
+    wgt = leaf(randn(seed + 5, *shape), False)
+    check_grad(lambda x, g, b: F.batch_norm_relu(x, g, b, rm.copy(), rv.copy(), training) * wgt, [x, g, b])
+    out = []
+    for fused in (True, False):
+        for t in (x, g, b):
+            t.grad = None
+        r1, r2 = rm.copy(), rv.copy()
+        y = (F.batch_norm_relu(x, g, b, r1, r2, training) if fused
+             else F.relu(F.batch_norm(x, g, b, r1, r2, training)))
+        (y * wgt).sum().backward()
+        out.append([y.numpy(), x.grad, g.grad, b.grad, r1, r2])
+    for a, e in zip(*out):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
 def test_batch_norm_statistics_and_running_update():
     x = leaf(randn(0, 8, 3, 4, 4) * 3 + 1)
     rm, rv = np.zeros(3), np.ones(3)

@@ -204,6 +204,16 @@ def test_batch_norm(kc, rng, shape):
     close(drv, rv)
 
 
+def test_batch_norm_relu_fused_api(kc, rng):
+    """The dispatcher's composition on the GPU equals the reference composition."""
+    x = rnd(rng, 3, 2, 4, 5) * 2 + 0.5
+    gamma, beta = rnd(rng, 2), rnd(rng, 2)
+    y, mean, invstd = kernels.batch_norm_relu_forward(dev(x), dev(gamma), dev(beta), 1e-5)
+    yr, mr, ir = ref.batch_norm_forward(x, gamma, beta, 1e-5)
+    close(y, ref.relu_forward(yr))
+    close(mean, mr)
+
+
 def test_bn_relu_conv2d_forward(kc, rng):
     """The dispatcher's composition on the GPU (no fused CUDA kernel) equals the reference."""
     x, w, b = rnd(rng, 2, 3, 5, 4), rnd(rng, 4, 3, 3, 3), rnd(rng, 4)

@@ -199,6 +199,15 @@ def test_gap_bn_relu(dt, n, c, h, w, four_d, cnhw, seed):
                     ref.batch_norm_backward(dy, xb, gamma, mr, ir)):
         assert u.dtype == v.dtype and u.shape == v.shape
         np.testing.assert_allclose(u, v, **tol)
+    # batch norm + ReLU fused (training): the reference composition
+    yf, mf, invf = cpu.batch_norm_relu_forward(layout(xb, cnhw), gamma, beta, 1e-3)
+    np.testing.assert_allclose(yf, ref.relu_forward(yr), **tol)
+    np.testing.assert_array_equal(mf, mean)
+    np.testing.assert_array_equal(invf, inv)
+    for u, v in zip(cpu.batch_norm_backward(layout(dy, not cnhw), layout(xb, cnhw), gamma, mf, invf),
+                    ref.batch_norm_backward(dy, xb, gamma, mf, invf)):   # dy and x in different layouts
+        assert u.dtype == v.dtype and u.shape == v.shape
+        np.testing.assert_allclose(u, v, **tol)
     rm, rv = arr(rng, (c,), dt), np.abs(arr(rng, (c,), dt)) + 0.1
     close(cpu.batch_norm_inference(xb, gamma, beta, rm, rv, 1e-5),
           ref.batch_norm_inference(xb, gamma, beta, rm, rv, 1e-5), dt)
