@@ -136,3 +136,61 @@ def test_missing_mnist_is_fetched_on_first_use(tmp_path, monkeypatch):
     with pytest.raises(ConnectionError, match="offline"):
         run_experiment(cfg, tmp_path / "out", data_dir=tmp_path / "empty", log=lambda s: None)
     assert calls == [("mnist", str(tmp_path / "empty"))]
+
+
+SHORT = """
+[run]
+seed = 1
+batch_size = 64
+[data]
+name = "mnist"
+valid = 10000
+limits = { train = 512, valid = 128, test = 128 }
+[teacher]
+model = "mnist-fitnet"
+model_options = { irange = 0.05 }
+epochs = 1
+optimizer = { name = "rmsprop", lr = 0.001 }
+[[student]]
+label = "first"
+method = "backprop"
+model = "mnist-fitnet"
+model_options = { irange = 0.05 }
+epochs = 1
+optimizer = { name = "rmsprop", lr = 0.001 }
+[[student]]
+label = "second"
+method = "backprop"
+model = "mnist-fitnet"
+model_options = { irange = 0.05 }
+epochs = 1
+optimizer = { name = "rmsprop", lr = 0.001 }
+"""
+
+
+def test_a_stopped_run_keeps_its_finished_rows(tmp_path, data_root, monkeypatch, capsys):
+    """Reports are written after every row: a run stopped during its last student still has
+    the teacher's and the first student's rows, marked unfinished; --resume completes it
+    without retraining them."""
+    from minifit.distill import experiment
+    cfg = tmp_path / "short.toml"
+    cfg.write_text(SHORT)
+    real = experiment.Runner.student
+
+    def stop_at_second(self, i, spec, teacher):
+        if i == 1:
+            raise KeyboardInterrupt
+        return real(self, i, spec, teacher)
+    monkeypatch.setattr(experiment.Runner, "student", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "out", data_dir=data_root, log=lambda s: None, progress=False)
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "Unfinished run: 2 of 3 rows" in md
+    assert "| teacher |" in md and "| first |" in md and "| second |" not in md
+    monkeypatch.setattr(experiment.Runner, "student", real)
+    code = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--resume", "--data-dir", str(data_root),
+                 "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and printed.count("already finished") == 2
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "Unfinished" not in md and "| second |" in md
