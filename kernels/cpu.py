@@ -529,28 +529,29 @@ def bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b,
     and the ReLU are applied while im2col reads x, so the activated map is never stored; the
     residual is added to each chunk of the output while it is in cache."""
     fn = "bn_relu_conv2d_forward"
-    d, dt = _check(fn, [_Spec("x", x, ("N", "C", "H", "W")), _Spec("gamma", gamma, ("C",)),
-                        _Spec("beta", beta, ("C",))])
-    _check(fn, [_Spec("running_mean", running_mean, (d["C"],)), _Spec("running_var", running_var, (d["C"],))])
-    # scale and shift exactly as batch_norm_inference computes them
-    scale = gamma.astype(dt) / np.sqrt(running_var.astype(dt) + dt.type(eps))
-    shift = beta.astype(dt) - running_mean.astype(dt) * scale
+    scale, shift = _bn_affine(fn, _Spec("x", x, ("N", "C", "H", "W")), gamma, beta, running_mean, running_var, eps)
     return _conv_forward(fn, x, w, b, stride, pad, (True, scale, shift), residual)
 
 
-def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None):
+def _conv_geometry(fn, x, w, b, stride, pad):
+    """Checked conv arguments -> (dims d, dtype, (sh, sw), (ph, pw), oh, ow)."""
     specs = [_Spec("x", x, ("N", "C", "H", "W")), _Spec("w", w, ("O", "C", "kh", "kw"))]
     if b is not None:
         specs.append(_Spec("b", b, ("O",)))
     d, dt = _check(fn, specs)
-    n, o = d["N"], d["O"]
     _, _, sh, sw, ph, pw = _geom(fn, (d["kh"], d["kw"]), stride, pad)
     oh, ow = _conv_out(fn, d["H"], d["W"], d["kh"], d["kw"], sh, sw, ph, pw)
+    return d, dt, (sh, sw), (ph, pw), oh, ow
+
+
+def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None):
+    d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
+    n, o = d["N"], d["O"]
     p = oh * ow
     y = np.empty((o, n * p), dtype=dt)
     rows = _use_rows(d["C"], o, d["kh"], d["kw"])
     res = y[:, :0]   # (empty: no residual)
-    if residual is not None:
+    if residual is not None:  # (x beside it: the check also holds residual to x's dtype)
         _check(fn, [_Spec("residual", residual, (n, o, oh, ow)), _Spec("x", x, ("N", "C", "H", "W"))])
         res = _as_cfirst(residual).reshape(o, n * p)
 
@@ -562,15 +563,15 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None):
             y[:, c0:c1] = z.reshape(o, -1)
         else:
             np.add(z.reshape(o, -1), res[:, c0:c1], out=y[:, c0:c1])
-    _conv_chunks(x, w, b, (sh, sw), (ph, pw), oh, ow, dt, store, pre, rows)
+    _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
 
 
 # Thin layers (few output maps) run their GEMM as rows @ W^T (positions x patch times patch
-# x maps): OpenBLAS sgemm is up to 1.7x faster in that orientation when O is small
-# (measured O=32, K=288: 175-180 against 90-105 GFLOP/s on one core; with im2row and the
-# transpose back, 3x3 layers with O <= 32 and C >= 16 gain 10-20%, wider ones and 1x1
-# convs lose).
+# x maps): OpenBLAS sgemm is up to 2.4x faster in that orientation when O is small (one
+# core, N=1024: O=32, K=288 179 against 93 GFLOP/s; O=16, K=144 151 against 62). With
+# im2row and the transpose back, 3x3 layers with O <= 32 gained 10-20%; wider ones, 1x1
+# convs and C = 1..3 inputs lost.
 _ROWS_MAX_O, _ROWS_MIN_C = 32, 8
 
 
@@ -690,6 +691,30 @@ def _maxout_into_k(z, pieces, n0, y, arg):
                         ar[e] = q
 
 
+@njit(inline="always")
+def _pool_scratch(mv, mi, H, W, kh, kw, sh, sw, oh, ow, yf, af, yo):
+    """Max pool of one flat H x W plane of values mv, whose entries carry the args mi, into
+    yf[yo + a*ow + b] / af[...] (windows clipped at the border: ceil mode; first max wins)."""
+    for a in range(oh):
+        h0 = a * sh
+        h1 = min(h0 + kh, H)
+        for b in range(ow):
+            w0 = b * sw
+            w1 = min(w0 + kw, W)
+            bi = _U(h0 * W + w0)
+            best = mv[bi]
+            for hh in range(h0, h1):
+                r = _U(hh * W)
+                for ww in range(_U(w0), _U(w1)):
+                    v = mv[r + ww]
+                    if v > best:
+                        best = v
+                        bi = r + ww
+            o = yo + _U(a * ow + b)
+            yf[o] = best
+            af[o] = mi[bi]
+
+
 @_kern
 def _mopool_into_k(z, pieces, H, W, kh, kw, sh, sw, oh, ow, n0, y, arg):
     """Fused maxout + max pool of a conv chunk z (C*pieces, m, H*W) into samples
@@ -714,26 +739,7 @@ def _mopool_into_k(z, pieces, H, W, kh, kw, sh, sw, oh, ow, n0, y, arg):
                     if v > mv[e]:
                         mv[e] = v
                         mi[e] = off + e
-            yr = y[c, n0 + n]
-            ar = arg[c, n0 + n]
-            for a in range(oh):
-                h0 = a * sh
-                h1 = min(h0 + kh, H)
-                for b in range(ow):
-                    w0 = b * sw
-                    w1 = min(w0 + kw, W)
-                    bi = _U(h0 * W + w0)
-                    best = mv[bi]
-                    for hh in range(h0, h1):
-                        r = _U(hh * W)
-                        for ww in range(_U(w0), _U(w1)):
-                            v = mv[r + ww]
-                            if v > best:
-                                best = v
-                                bi = r + ww
-                    o = a * ow + b
-                    yr[o] = best
-                    ar[o] = mi[bi]
+            _pool_scratch(mv, mi, H, W, kh, kw, sh, sw, oh, ow, y[c, n0 + n], arg[c, n0 + n], _U(0))
 
 
 def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True):
@@ -742,13 +748,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     whole conv output is never stored. Returns exactly what the composition returns:
     (y, arg) in CNHW layout, with the same arg encodings."""
     fn = "conv2d_maxout_forward"
-    specs = [_Spec("x", x, ("N", "C", "H", "W")), _Spec("w", w, ("O", "C", "kh", "kw"))]
-    if b is not None:
-        specs.append(_Spec("b", b, ("O",)))
-    d, dt = _check(fn, specs)
-    n, h, wd, o, kh, kw = d["N"], d["H"], d["W"], d["O"], d["kh"], d["kw"]
-    _, _, sh, sw, ph, pw = _geom(fn, (kh, kw), stride, pad)
-    oh, ow = _conv_out(fn, h, wd, kh, kw, sh, sw, ph, pw)
+    d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
+    n, o, kh, kw = d["N"], d["O"], d["kh"], d["kw"]
     pieces = _pieces(fn, pieces, o)
     cy = o // pieces
     if pool is not None:
@@ -768,7 +769,7 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
             _maxout_into_k(z, pieces, n0, y, arg)
         else:
             _mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
-    _conv_chunks(x, w, b, (sh, sw), (ph, pw), oh, ow, dt, reduce, rows=_use_rows(d["C"], o, kh, kw),
+    _conv_chunks(x, w, b, stride, pad, oh, ow, dt, reduce, rows=_use_rows(d["C"], o, kh, kw),
                  contiguous=True)
     return (y.reshape(cy, n, yh, yw).swapaxes(0, 1), arg.reshape(cy, n, yh, yw).swapaxes(0, 1))
 
@@ -936,30 +937,12 @@ def _maxpool_k(xb, xcf, kh, kw, sh, sw, oh, ow, y, arg, t0, t1):
     xf = xb.reshape(-1)
     yf = y.reshape(-1)
     af = arg.reshape(-1)
+    pos = np.arange(HW).astype(np.int32)   # the arg of a plain pool is the position itself
     for t in range(t0, t1):
         n = t // C
         c = t - n * C
         pb = (c * N + n) if xcf else (n * C + c)
-        xo = _U(pb * HW)
-        yo = _U(pb * OP)
-        for a in range(oh):
-            h0 = a * sh
-            h1 = min(h0 + kh, H)
-            for b in range(ow):
-                w0 = b * sw
-                w1 = min(w0 + kw, W)
-                bi = _U(h0 * W + w0)
-                best = xf[xo + bi]
-                for hh in range(h0, h1):
-                    r = _U(hh * W)
-                    for ww in range(_U(w0), _U(w1)):
-                        v = xf[xo + r + ww]
-                        if v > best:
-                            best = v
-                            bi = r + ww
-                o = yo + _U(a * ow + b)
-                yf[o] = best
-                af[o] = bi
+        _pool_scratch(xf[pb * HW:(pb + 1) * HW], pos, H, W, kh, kw, sh, sw, oh, ow, yf, af, _U(pb * OP))
 
 
 @_kern
@@ -1013,24 +996,7 @@ def _mopool_k(xb, xcf, pieces, kh, kw, sh, sw, oh, ow, y, arg, t0, t1):
                     mv[e] = v
                     mi[e] = off + e
         yo = _U((c * N + n) * OP if xcf else (n * C + c) * OP)
-        for a in range(oh):
-            h0 = a * sh
-            h1 = min(h0 + kh, H)
-            for b in range(ow):
-                w0 = b * sw
-                w1 = min(w0 + kw, W)
-                bi = _U(h0 * W + w0)
-                best = mv[bi]
-                for hh in range(h0, h1):
-                    r = _U(hh * W)
-                    for ww in range(_U(w0), _U(w1)):
-                        v = mv[r + ww]
-                        if v > best:
-                            best = v
-                            bi = r + ww
-                o = yo + _U(a * ow + b)
-                yf[o] = best
-                af[o] = mi[bi]
+        _pool_scratch(mv, mi, H, W, kh, kw, sh, sw, oh, ow, yf, af, yo)
 
 
 def maxpool2d_forward(x, kernel, stride, ceil_mode=True):
@@ -1228,17 +1194,22 @@ def _bn_inf_k(xb, xcf, scale, shift, y, c0, c1):
                 o[m] = r[m] * sc + sh
 
 
+def _bn_affine(fn, x_spec, gamma, beta, running_mean, running_var, eps):
+    """Checked evaluation-mode batch norm as per-channel (scale, shift), computed as the
+    reference does: scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale."""
+    d, dt = _check(fn, [x_spec, _Spec("gamma", gamma, ("C",)), _Spec("beta", beta, ("C",))])
+    _check(fn, [_Spec("running_mean", running_mean, (d["C"],)), _Spec("running_var", running_var, (d["C"],))])
+    scale = gamma.astype(dt) / np.sqrt(running_var.astype(dt) + dt.type(eps))
+    return scale, beta.astype(dt) - running_mean.astype(dt) * scale
+
+
 def batch_norm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     """x * scale + shift per channel (scale and shift as the reference computes them), one
     pass over x in its own layout."""
-    fn = "batch_norm_inference"
-    d, dt = _check(fn, [_bn_specs(x), _Spec("gamma", gamma, ("C",)), _Spec("beta", beta, ("C",))])
-    _check(fn, [_Spec("running_mean", running_mean, (d["C"],)), _Spec("running_var", running_var, (d["C"],))])
-    scale = gamma.astype(dt) / np.sqrt(running_var.astype(dt) + dt.type(eps))
-    shift = beta.astype(dt) - running_mean.astype(dt) * scale
+    scale, shift = _bn_affine("batch_norm_inference", _bn_specs(x), gamma, beta, running_mean, running_var, eps)
     xb, xcf = _canon(_flat3(x))
-    y = np.empty(xb.shape, dtype=dt)
-    _split(lambda lo, hi: _bn_inf_k(xb, xcf, scale, shift, y, lo, hi), d["C"], x.size)
+    y = np.empty(xb.shape, dtype=scale.dtype)
+    _split(lambda lo, hi: _bn_inf_k(xb, xcf, scale, shift, y, lo, hi), len(scale), x.size)
     return _uncanon(y, xcf).reshape(x.shape)
 
 

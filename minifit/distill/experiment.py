@@ -307,11 +307,11 @@ class Runner:
             return summary
 
         teacher = self.teacher()
-        report()
+        summary = report()
         for i, spec in enumerate(students):
             self.student(i, spec, teacher)
             summary = report()
-        return summary if students else report()
+        return summary
 
 
 def run_experiment(path, out_dir=None, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,

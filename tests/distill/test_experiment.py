@@ -151,21 +151,14 @@ model = "mnist-fitnet"
 model_options = { irange = 0.05 }
 epochs = 1
 optimizer = { name = "rmsprop", lr = 0.001 }
-[[student]]
-label = "first"
+""" + "".join(f"""[[student]]
+label = "{label}"
 method = "backprop"
 model = "mnist-fitnet"
-model_options = { irange = 0.05 }
+model_options = {{ irange = 0.05 }}
 epochs = 1
-optimizer = { name = "rmsprop", lr = 0.001 }
-[[student]]
-label = "second"
-method = "backprop"
-model = "mnist-fitnet"
-model_options = { irange = 0.05 }
-epochs = 1
-optimizer = { name = "rmsprop", lr = 0.001 }
-"""
+optimizer = {{ name = "rmsprop", lr = 0.001 }}
+""" for label in ("first", "second"))
 
 
 def test_a_stopped_run_keeps_its_finished_rows(tmp_path, data_root, monkeypatch, capsys):
