@@ -1,5 +1,6 @@
-"""kernels.cpu equals kernels.reference on hypothesis-drawn shapes, both dtypes, both
-input layouts (C-contiguous NCHW and the CNHW transposed view the CPU kernels produce)."""
+"""kernels.cpu equals kernels.reference on hypothesis-drawn shapes, both dtypes, the input
+layouts the CPU kernels produce (C-contiguous NCHW, the CNHW transposed view, and the
+channels-last NHWC view of bn_relu_conv2d_forward)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -18,9 +19,14 @@ def arr(rng, shape, dt, ties=False):
     return rng.standard_normal(shape).astype(dt)
 
 
-def layout(x, cnhw):
-    """The same values in CNHW memory layout (x.swapaxes(0, 1) C-contiguous)."""
-    if not cnhw or x.ndim < 2:
+def layout(x, kind):
+    """The same values in another memory layout: kind True or "cnhw" (x.swapaxes(0, 1)
+    C-contiguous), "nhwc" (channels-last: x.transpose(0, 2, 3, 1) C-contiguous), else as is."""
+    if kind == "nhwc" and x.ndim == 4:
+        out = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        assert cpu._is_nhwc(out) or 1 in x.shape[1:]   # (a size-1 axis makes layouts coincide)
+        return out
+    if kind not in (True, "cnhw") or x.ndim < 2:
         return x
     return np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)
 
@@ -40,7 +46,13 @@ def conv_case(draw):
     w = draw(st.integers(max(1, kw - 2 * pw), 9))
     return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 4)), o=draw(st.integers(1, 5)),
                 h=h, w=w, k=(kh, kw), s=(sh, sw), p=(ph, pw), bias=draw(st.booleans()),
-                cnhw=draw(st.booleans()), rows=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+                cnhw=draw(st.booleans()), nhwc=draw(st.booleans()), rows=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+def x_layout(case):
+    """The input layout a conv case draws: NHWC, else CNHW or NCHW."""
+    return "nhwc" if case["nhwc"] else case["cnhw"]
 
 
 class orientation:
@@ -66,7 +78,7 @@ def test_conv_forward_backward(dt, case):
     x = arr(rng, (case["n"], case["c"], case["h"], case["w"]), dt)
     w = arr(rng, (case["o"], case["c"]) + case["k"], dt)
     b = arr(rng, (case["o"],), dt) if case["bias"] else None
-    xl = layout(x, case["cnhw"])
+    xl = layout(x, x_layout(case))   # (an NHWC x always takes the rows orientation)
     with orientation(case["rows"]):
         y = cpu.conv2d_forward(xl, w, b, case["s"], case["p"])
     close(y, ref.conv2d_forward(x, w, b, case["s"], case["p"]), dt)
@@ -288,7 +300,8 @@ def test_threaded_split_paths(monkeypatch):
 @given(case=conv_case())
 def test_bn_relu_conv_forward(dt, case):
     """The fused evaluation-mode BN-ReLU-conv equals the composition of the reference ops
-    (both GEMM orientations, both layouts); the dispatcher picks the CPU kernel."""
+    for every input and residual layout, returns channels-last maps (which it reads back
+    without a copy), and the dispatcher picks the CPU kernel."""
     rng = np.random.default_rng(case["seed"])
     c = case["c"]
     x = arr(rng, (case["n"], c, case["h"], case["w"]), dt)
@@ -299,13 +312,38 @@ def test_bn_relu_conv_forward(dt, case):
     want = ref.conv2d_forward(ref.relu_forward(ref.batch_norm_inference(x, gamma, beta, mean, var, 1e-5)),
                               w, b, case["s"], case["p"])
     res = arr(rng, want.shape, dt)
-    with orientation(case["rows"]):
-        got = kernels.bn_relu_conv2d_forward(layout(x, case["cnhw"]), gamma, beta, mean, var, 1e-5,
-                                             w, b, case["s"], case["p"])
-        close(got, want, dt)
-        got = kernels.bn_relu_conv2d_forward(layout(x, case["cnhw"]), gamma, beta, mean, var, 1e-5,
-                                             w, b, case["s"], case["p"], layout(res, not case["cnhw"]))
+    xl = layout(x, x_layout(case))
+    got = kernels.bn_relu_conv2d_forward(xl, gamma, beta, mean, var, 1e-5, w, b, case["s"], case["p"])
+    close(got, want, dt)
+    assert got.transpose(0, 2, 3, 1).flags.c_contiguous
+    for res_layout in (False, "cnhw", "nhwc"):
+        got = kernels.bn_relu_conv2d_forward(xl, gamma, beta, mean, var, 1e-5, w, b, case["s"], case["p"],
+                                             layout(res, res_layout))
         close(got, want + res, dt)
+    # a second block reads the channels-last output in place
+    w2 = arr(rng, (2, case["o"], 3, 3), dt)
+    g2, b2, m2 = arr(rng, (case["o"],), dt), arr(rng, (case["o"],), dt), arr(rng, (case["o"],), dt)
+    v2 = (rng.random(case["o"]) + 0.1).astype(dt)
+    want2 = ref.conv2d_forward(ref.relu_forward(ref.batch_norm_inference(want + res, g2, b2, m2, v2, 1e-5)),
+                               w2, None, 1, 1)
+    close(kernels.bn_relu_conv2d_forward(got, g2, b2, m2, v2, 1e-5, w2, None, 1, 1), want2, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_channels_last_elementwise(dt):
+    """batch_norm_inference, relu_forward and the layout-agnostic kernels on NHWC input."""
+    rng = np.random.default_rng(11)
+    x = arr(rng, (3, 5, 4, 6), dt)
+    xl = layout(x, "nhwc")
+    g, bt, rm = arr(rng, (5,), dt), arr(rng, (5,), dt), arr(rng, (5,), dt)
+    rv = (rng.random(5) + 0.1).astype(dt)
+    close(cpu.batch_norm_inference(xl, g, bt, rm, rv, 1e-5), ref.batch_norm_inference(x, g, bt, rm, rv, 1e-5), dt)
+    close(cpu.relu_forward(xl), ref.relu_forward(x), dt)
+    close(cpu.global_avg_pool_forward(xl), ref.global_avg_pool_forward(x), dt)
+    close(cpu.batch_norm_forward(xl, g, bt, 1e-5)[0], ref.batch_norm_forward(x, g, bt, 1e-5)[0], dt)
+    close(cpu.maxpool2d_forward(xl, 2, 2, True)[0], ref.maxpool2d_forward(x, 2, 2, True)[0], dt)
+    dy = arr(rng, x.shape, dt)
+    close(cpu.relu_backward(layout(dy, "nhwc"), xl), ref.relu_backward(dy, x), dt)
 
 
 def test_rows_orientation_is_really_taken(monkeypatch):
