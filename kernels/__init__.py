@@ -116,13 +116,16 @@ for _name in ENGINE_API:
 del _name
 
 
-def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True):
+def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True,
+                          channels_last=False):
     """conv2d_forward, then maxout_forward (``pool`` None) or maxout_pool_forward: (y, arg).
-    One fused kernel where the implementation has one (kernels.cpu), else the composition."""
+    One fused kernel where the implementation has one (kernels.cpu), else the composition.
+    ``channels_last``: the caller will not run the backward pass, so the kernel may return
+    its fastest layout (kernels.cpu: NHWC); the values are the same either way."""
     impl = backend(x)
     fused = getattr(impl, "conv2d_maxout_forward", None)
     if fused is not None:
-        return fused(x, w, b, stride, pad, pieces, pool, pool_stride, ceil_mode)
+        return fused(x, w, b, stride, pad, pieces, pool, pool_stride, ceil_mode, channels_last)
     z = impl.conv2d_forward(x, w, b, stride, pad)
     if pool is None:
         return impl.maxout_forward(z, pieces)

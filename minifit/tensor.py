@@ -32,6 +32,11 @@ def no_grad():
         _state.grad_enabled = previous
 
 
+def records(parents) -> bool:
+    """Will an op on these tensors be recorded for backward? (grad mode, and one needs grad)"""
+    return is_grad_enabled() and any(p.requires_grad for p in parents)
+
+
 def _is_device_array(a) -> bool:
     return K.is_device_array(a)
 
@@ -68,7 +73,7 @@ class Tensor:
     def from_op(cls, data, parents, backward) -> "Tensor":
         """Output of an op. ``backward(g)`` returns one gradient (or None) per parent."""
         out = cls(data)
-        if is_grad_enabled() and any(p.requires_grad for p in parents):
+        if records(parents):
             out.requires_grad = True
             out._parents = tuple(parents)
             out._backward = backward

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import kernels as K
 
-from ..tensor import Tensor, as_tensor
+from ..tensor import Tensor, as_tensor, records
 from . import _check
 
 
@@ -73,8 +73,11 @@ def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_str
             if size < kk and not ceil_mode:
                 _check.fail("maxout_conv2d", f"window {k} is larger than the input {z_shape[2:]} (floor mode); "
                                              f"use ceil_mode=True or a smaller window")
+    parents = (x, w) if b is None else (x, w, b)
+    # with no graph recorded the backward kernels (which expect CNHW) never run: the
+    # forward may return its fastest layout
     y, arg = K.conv2d_maxout_forward(x.data, w.data, None if b is None else b.data, stride, pad, pieces,
-                                     k, s, ceil_mode)
+                                     k, s, ceil_mode, channels_last=not records(parents))
 
     def backward(g):
         if k is None:
@@ -82,7 +85,7 @@ def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_str
         else:
             dz = K.maxout_pool_backward(g, arg, z_shape, pieces)
         return K.conv2d_backward(dz, x.data, w.data, stride, pad, x.requires_grad)
-    return Tensor.from_op(y, (x, w) if b is None else (x, w, b), backward)
+    return Tensor.from_op(y, parents, backward)
 
 
 def bn_relu_conv2d(x, gamma, beta, running_mean, running_var, w, b=None, stride=1, padding=0,

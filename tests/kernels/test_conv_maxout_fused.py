@@ -98,3 +98,56 @@ def test_functional_equals_unfused(pool):
         out.append((y.numpy(), x.grad, w.grad, b.grad))
     for a, e in zip(*out):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(c=case(), layout=st.sampled_from(["nchw", "cnhw", "nhwc"]), max_o=st.sampled_from([0, 256]),
+       wide=st.booleans())
+def test_channels_last_equals_reference(dt, c, layout, max_o, wide):
+    """The no-backward variant (channels_last=True: piece-major GEMM columns, NHWC rows,
+    vectorised selects) returns the reference's values and args exactly, ties included
+    (small-integer data: every sum is exact), from every input layout; NHWC when the rows
+    orientation applies, else the CNHW path (max_o 0 forces it). ``wide``: 9 input maps,
+    so that NCHW / CNHW inputs take the rows orientation too."""
+    if wide:
+        c["c"] = 9
+    rng = np.random.default_rng(c["seed"])
+    o = c["units"] * c["pieces"]
+    x = rng.integers(-2, 3, (c["n"], c["c"], c["h"], c["h"])).astype(dt)
+    w = rng.integers(-2, 3, (o, c["c"], c["k"], c["k"])).astype(dt)
+    b = rng.integers(-2, 3, o).astype(dt) if c["bias"] else None
+    xl = {"nchw": x, "cnhw": np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1),
+          "nhwc": np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)}[layout]
+    ps = None if c["pool"] is None else (c["pool"][1],) * 2
+    old = cpu._NHWC_MAX_O, cpu._CHUNK_ELEMS
+    try:
+        cpu._NHWC_MAX_O, cpu._CHUNK_ELEMS = max_o, c["chunk"] or cpu._CHUNK_ELEMS
+        y, a = kernels.conv2d_maxout_forward(xl, w, b, 1, c["pad"], c["pieces"], c["pool"], ps, True,
+                                             channels_last=True)
+    finally:
+        cpu._NHWC_MAX_O, cpu._CHUNK_ELEMS = old
+    zr = ref.conv2d_forward(x, w, b, 1, c["pad"])
+    yr, ar = ref.maxout_forward(zr, c["pieces"]) if c["pool"] is None else \
+        ref.maxout_pool_forward(zr, c["pieces"], c["pool"], ps, True)
+    assert y.shape == yr.shape and y.dtype == yr.dtype and a.dtype == ar.dtype
+    np.testing.assert_array_equal(y, yr)
+    np.testing.assert_array_equal(a, ar)
+    rows = o <= max_o and (c["c"] >= cpu._ROWS_MIN_C or cpu._is_nhwc(xl))
+    if rows and min(y.shape) > 1:
+        assert cpu._is_nhwc(y) and cpu._is_nhwc(a)
+
+
+def test_functional_layout_follows_the_graph():
+    """F.maxout_conv2d returns NHWC maps only when no backward pass is recorded; the
+    values are the same in both modes."""
+    from minifit import functional as F
+    from minifit.tensor import Tensor, no_grad
+    rng = np.random.default_rng(5)
+    x = Tensor(rng.standard_normal((4, 8, 6, 6)).astype(np.float32))
+    w = Tensor(rng.standard_normal((6, 8, 3, 3)).astype(np.float32), requires_grad=True)
+    with no_grad():
+        y0 = F.maxout_conv2d(x, w, None, 2, 1, 1, 2, 2)
+    y1 = F.maxout_conv2d(x, w, None, 2, 1, 1, 2, 2)
+    assert cpu._is_nhwc(y0.data) and not cpu._is_nhwc(y1.data) and y1.requires_grad
+    np.testing.assert_allclose(y0.data, y1.data, rtol=1e-5, atol=1e-5)
