@@ -403,10 +403,10 @@ _U = np.uint64
 
 
 @_kern
-def _im2col_k(xb, xcf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, out, okf, pre, scale, shift):
-    """Columns of samples n0..n0+nb-1 into out: (K, nb', P) if okf else (nb', K, P)
-    (rows k = c*kh*kw + i*kw + j, position p = a*ow + b). Only rows k < C*kh*kw are
-    written. Each input plane is first copied into a zero-bordered scratch plane, so the
+def _im2col_k(xb, xcf, n0, nb, c0, c1, kh, kw, sh, sw, ph, pw, oh, ow, out, okf, pre, scale, shift):
+    """Columns of samples n0..n0+nb-1 and input maps c0..c1-1 into out: (K, nb', P) if
+    okf else (nb', K, P) (rows k = (c-c0)*kh*kw + i*kw + j, position p = a*ow + b). Only
+    rows k < (c1-c0)*kh*kw are written. Each input plane is first copied into a zero-bordered scratch plane, so the
     row copies need no bounds logic (2-3x faster on small padded planes). With ``pre``
     the copy reads relu(x * scale[c] + shift[c]) instead of x (an evaluation-mode batch
     norm and ReLU folded into the read; the border stays 0: padding comes after them)."""
@@ -426,7 +426,7 @@ def _im2col_k(xb, xcf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, out, okf, pre, sc
     usw = _U(sw)
     uW = _U(W)
     for n in range(nb):
-        for c in range(C):
+        for c in range(c0, c1):
             xoff = ((c * N + n0 + n) if xcf else ((n0 + n) * C + c)) * HW
             if pre:
                 sc = scale[c]
@@ -445,7 +445,7 @@ def _im2col_k(xb, xcf, n0, nb, kh, kw, sh, sw, ph, pw, oh, ow, out, okf, pre, sc
                         xp[d + t] = xf[s + t]
             for i in range(kh):
                 for j in range(kw):
-                    k = c * khw + i * kw + j
+                    k = (c - c0) * khw + i * kw + j
                     o = _U(((k * nbo + n) if okf else (n * K + k)) * P)
                     for a in range(oh):
                         src = _U((a * sh + i) * Wp + j)
@@ -572,7 +572,7 @@ def im2col(x, kernel, stride=1, pad=0):
     n, c = d["N"], d["C"]
     xb, xcf = _canon(x)
     out = np.empty((n, c * kh * kw, oh * ow), dtype=dt)
-    _split(lambda lo, hi: _im2col_k(xb, xcf, lo, hi - lo, kh, kw, sh, sw, ph, pw, oh, ow,
+    _split(lambda lo, hi: _im2col_k(xb, xcf, lo, hi - lo, 0, c, kh, kw, sh, sw, ph, pw, oh, ow,
                                     out[lo:hi], False, *_no_pre(dt)), n, out.size)
     return out
 
@@ -679,6 +679,15 @@ _ROWS_MAX_O, _ROWS_MIN_C = 32, 8
 _NHWC_MAX_O = 256
 
 
+# Forward GEMMs with a long reduction (K = C*kh*kw >= _KSPLIT_MIN_K) over few positions
+# ran at 113-160 GFLOP/s per core with one sample per chunk (N = OH*OW = 81 .. 225 columns)
+# and at 175-181 with ~900 columns (cifar-teacher's 8x8 / 5x5 layers, one core). So
+# such layers take chunks of about _KSPLIT_COLS columns, and their im2col is cut along
+# the input maps into blocks of at most _KSPLIT_ELEMS elements (K = 1536, N = 900:
+# 181 GFLOP/s) whose products are summed.
+_KSPLIT_MIN_K, _KSPLIT_COLS, _KSPLIT_ELEMS = 2048, 1024, 1 << 21
+
+
 def _use_rows(c, o, kh, kw):
     # not for 1x1 convs (the rows would cost a transposing copy of x) nor for few input maps
     # (a patch is kh*kw runs of C values: C = 1 made the copy 5x slower than im2col's)
@@ -736,19 +745,25 @@ def _conv_chunks(x, w, b, stride, pad, oh, ow, dt, consume, pre=None, rows=False
         kb = k + 1
     w2 = np.ascontiguousarray(w2.T if rows else w2)
     nb = _chunk(n, kb, p, _GEMM_THREADS, _CHUNK_ELEMS // 4)
+    blocks = [(0, c)]   # im2col: input-map ranges whose columns meet one GEMM each
+    if not rows and k >= _KSPLIT_MIN_K and nb * p < _KSPLIT_COLS:
+        nb = min(-(-_KSPLIT_COLS // p), -(-n // _GEMM_THREADS))
+        kc = max(1, _KSPLIT_ELEMS // (kh * kw * nb * p))
+        blocks = [(c0, min(c, c0 + kc)) for c0 in range(0, c, kc)]
+        # each block's weights (the bias column rides with the last block), contiguous
+        wblk = [np.ascontiguousarray(np.concatenate([w2[:, c0 * kh * kw:c1 * kh * kw], w2[:, k:]], axis=1)
+                                     if c1 == c else w2[:, c0 * kh * kw:c1 * kh * kw]) for c0, c1 in blocks]
+    rb = (blocks[0][1] - blocks[0][0]) * kh * kw + (kb - k)   # rows of one column buffer
     bufs = {}
 
     def task(i, wid):
         got = bufs.get(wid)
         if got is None:
-            cols = np.empty((nb * p, kb) if rows else (kb, nb, p), dtype=dt)
-            if kb > k:  # the ones under (beside) the patches that meet the bias
-                if rows:
-                    cols[:, k] = 1
-                else:
-                    cols[k] = 1
+            cols = np.empty((nb * p, kb) if rows else (rb, nb, p), dtype=dt)
+            if kb > k and rows:  # the ones beside (under) the patches that meet the bias
+                cols[:, k] = 1
             got = bufs[wid] = (cols, np.empty(o * nb * p, dtype=dt) if rows_out is None else None,
-                               np.empty(o * nb * p, dtype=dt) if rows and contiguous else None)
+                               np.empty(o * nb * p, dtype=dt) if (rows and contiguous) or len(blocks) > 1 else None)
         cols, zf, zc = got
         n0 = i * nb
         m = min(nb, n - n0)
@@ -763,9 +778,22 @@ def _conv_chunks(x, w, b, stride, pad, oh, ow, dt, consume, pre=None, rows=False
             else:
                 z = zt.T.reshape(o, m, p)
         else:
-            _im2col_k(xb, lay, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, cols, True, *pre)
             z = zf[:o * m * p].reshape(o, m * p)
-            np.matmul(w2, cols.reshape(kb, nb * p)[:, :m * p], out=z)
+            for j, (c0, c1) in enumerate(blocks):
+                r = (c1 - c0) * kh * kw
+                _im2col_k(xb, lay, n0, m, c0, c1, kh, kw, sh, sw, ph, pw, oh, ow, cols, True, *pre)
+                if c1 == c and kb > k:
+                    cols[r] = 1
+                    r += 1
+                cb = cols.reshape(rb, nb * p)[:r, :m * p]
+                if len(blocks) == 1:
+                    np.matmul(w2, cb, out=z)
+                elif j == 0:
+                    np.matmul(wblk[0], cb, out=z)
+                else:   # accumulate the block's product (numpy's matmul has no beta = 1)
+                    t = zc[:o * m * p].reshape(o, m * p)
+                    np.matmul(wblk[j], cb, out=t)
+                    z += t
             z = z.reshape(o, m, p)
         consume(z, n0)
 
@@ -1064,7 +1092,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
             cols[k] = 1
         n0 = i * nb
         m = min(nb, n - n0)
-        _im2col_k(xb, xcf, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, cols, True, *_no_pre(dt))
+        _im2col_k(xb, xcf, n0, m, 0, c, kh, kw, sh, sw, ph, pw, oh, ow, cols, True, *_no_pre(dt))
         c2 = cols.reshape(kb, nb * p)[:, :m * p]
         dyk = dyc[:, n0 * p:(n0 + m) * p]
         # dw^T (kb, O) = cols @ dy^T: faster than dy @ cols^T for the small O of thin nets

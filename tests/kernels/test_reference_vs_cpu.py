@@ -107,6 +107,31 @@ def test_im2col_col2im(dt, case):
           ref.col2im(c, x.shape, case["k"], case["s"], case["p"]), dt)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dt", DTYPES)
+def test_conv_k_split(dt, bias, monkeypatch):
+    """Long reductions: the im2col cut into input-map blocks whose products are summed
+    (several blocks, the last one short, a partial last sample chunk), for the plain and
+    the maxout-fused convolution."""
+    monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 4 * 46 * 30)   # 1 sample (30 positions) per chunk ...
+    monkeypatch.setattr(cpu, "_KSPLIT_MIN_K", 10)
+    monkeypatch.setattr(cpu, "_KSPLIT_COLS", 64)              # ... raised to 3 (90 columns)
+    monkeypatch.setattr(cpu, "_KSPLIT_ELEMS", 2 * 9 * 3 * 30)  # 2 of the 5 maps per block
+    monkeypatch.setattr(cpu, "_ROWS_MAX_O", 0)
+    rng = np.random.default_rng(4)
+    x, w = arr(rng, (7, 5, 6, 5), dt), arr(rng, (6, 5, 3, 3), dt)
+    b = arr(rng, (6,), dt) if bias else None
+    calls = []
+    real = cpu._im2col_k
+    monkeypatch.setattr(cpu, "_im2col_k", lambda *a: calls.append(a[4:6]) or real(*a))
+    want = ref.conv2d_forward(x, w, b, 1, 1)
+    close(cpu.conv2d_forward(layout(x, True), w, b, 1, 1), want, dt)
+    assert {(0, 2), (2, 4), (4, 5)} <= set(calls)
+    y, a = cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, (2, 2), (2, 2))
+    yr, ar = ref.maxout_pool_forward(want, 2, (2, 2), (2, 2), True)
+    close(y, yr, dt)
+
+
 @pytest.mark.parametrize("rows", [False, True])
 @pytest.mark.parametrize("dt", DTYPES)
 def test_conv_chunked_batches(dt, rows, monkeypatch):
