@@ -686,6 +686,11 @@ _NHWC_MAX_O = 256
 # the input maps into blocks of at most _KSPLIT_ELEMS elements (K = 1536, N = 900:
 # 181 GFLOP/s) whose products are summed.
 _KSPLIT_MIN_K, _KSPLIT_COLS, _KSPLIT_ELEMS = 2048, 1024, 1 << 21
+# The same in the rows orientation ((M x K) @ (K x O), one core, O = 96): K = 3073 ran at
+# 143 GFLOP/s with M = 81 rows (one 9 x 9 sample) and 163 with 324; K = 1201 at 150 with
+# 81 and 191 with 576. Layers with K >= _ROWS_LONG_K take chunks of >= _ROWS_MIN_M rows
+# (buffers up to _KSPLIT_ELEMS).
+_ROWS_LONG_K, _ROWS_MIN_M = 1024, 512
 
 
 def _use_rows(c, o, kh, kw):
@@ -745,6 +750,8 @@ def _conv_chunks(x, w, b, stride, pad, oh, ow, dt, consume, pre=None, rows=False
         kb = k + 1
     w2 = np.ascontiguousarray(w2.T if rows else w2)
     nb = _chunk(n, kb, p, _GEMM_THREADS, _CHUNK_ELEMS // 4)
+    if rows and k >= _ROWS_LONG_K and nb * p < _ROWS_MIN_M:
+        nb = max(nb, min(-(-_ROWS_MIN_M // p), -(-n // _GEMM_THREADS), _KSPLIT_ELEMS // (kb * p)))
     blocks = [(0, c)]   # im2col: input-map ranges whose columns meet one GEMM each
     if not rows and k >= _KSPLIT_MIN_K and nb * p < _KSPLIT_COLS:
         nb = min(-(-_KSPLIT_COLS // p), -(-n // _GEMM_THREADS))

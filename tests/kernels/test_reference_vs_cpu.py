@@ -132,6 +132,31 @@ def test_conv_k_split(dt, bias, monkeypatch):
     close(y, yr, dt)
 
 
+@pytest.mark.parametrize("dt", DTYPES)
+def test_rows_long_reduction_chunks(dt, monkeypatch):
+    """Rows orientation with a long reduction: several samples per GEMM (the last chunk
+    partial), for the plain, the BN-ReLU and the no-backward maxout convolutions."""
+    monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 4 * 46 * 30)
+    monkeypatch.setattr(cpu, "_ROWS_LONG_K", 10)
+    monkeypatch.setattr(cpu, "_ROWS_MIN_M", 100)   # 4 samples of 30 positions per chunk
+    monkeypatch.setattr(cpu, "_ROWS_MAX_O", 10**9)
+    monkeypatch.setattr(cpu, "_ROWS_MIN_C", 0)
+    rng = np.random.default_rng(8)
+    x, w, b = arr(rng, (7, 5, 6, 5), dt), arr(rng, (6, 5, 3, 3), dt), arr(rng, (6,), dt)
+    sizes = []
+    real = cpu._im2row_k
+    monkeypatch.setattr(cpu, "_im2row_k", lambda *a: sizes.append(a[3]) or real(*a))
+    want = ref.conv2d_forward(x, w, b, 1, 1)
+    close(cpu.conv2d_forward(x, w, b, 1, 1), want, dt)
+    assert max(sizes) == 4 and min(sizes) == 3
+    g, bt, rm = arr(rng, (5,), dt), arr(rng, (5,), dt), arr(rng, (5,), dt)
+    rv = (rng.random(5) + 0.1).astype(dt)
+    close(cpu.bn_relu_conv2d_forward(x, g, bt, rm, rv, 1e-5, w, b, 1, 1),
+          ref.conv2d_forward(ref.relu_forward(ref.batch_norm_inference(x, g, bt, rm, rv, 1e-5)), w, b, 1, 1), dt)
+    y, a = cpu.conv2d_maxout_forward(layout(x, "nhwc"), w, b, 1, 1, 3, (2, 2), (2, 2), True, True)
+    close(y, ref.maxout_pool_forward(want, 3, (2, 2), (2, 2), True)[0], dt)
+
+
 @pytest.mark.parametrize("rows", [False, True])
 @pytest.mark.parametrize("dt", DTYPES)
 def test_conv_chunked_batches(dt, rows, monkeypatch):
