@@ -151,3 +151,39 @@ def test_functional_layout_follows_the_graph():
     y1 = F.maxout_conv2d(x, w, None, 2, 1, 1, 2, 2)
     assert cpu._is_nhwc(y0.data) and not cpu._is_nhwc(y1.data) and y1.requires_grad
     np.testing.assert_allclose(y0.data, y1.data, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 5), c=st.integers(1, 3), units=st.integers(1, 3), pieces=st.integers(1, 3),
+       h=st.integers(5, 11), w_=st.integers(5, 11), k=st.sampled_from([(5, 5), (8, 8), (5, 7)]),
+       pad=st.integers(0, 3), pool=st.sampled_from([None, (2, 2), (4, 2), (3, 1)]), bias=st.booleans(),
+       last=st.booleans(), seed=st.integers(0, 2**16))
+def test_fft_path_equals_reference(dt, n, c, units, pieces, h, w_, k, pad, pool, bias, last, seed):
+    """Large kernels by FFT (thresholds lowered so small cases take it): the reference's
+    values within the dtype's rounding and, in float64, its args exactly (continuous
+    data: no ties),
+    in CNHW without ``channels_last`` and NHWC with it."""
+    if h + 2 * pad < k[0] or w_ + 2 * pad < k[1]:
+        return
+    rng = np.random.default_rng(seed)
+    o = units * pieces
+    x = rng.standard_normal((n, c, h, w_)).astype(dt)
+    w = rng.standard_normal((o, c) + k).astype(dt)
+    b = rng.standard_normal(o).astype(dt) if bias else None
+    ps = None if pool is None else (pool[1],) * 2
+    old = cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P
+    try:
+        cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P = 25, 1, 1
+        assert cpu._use_fft(c, k[0], k[1], (1, 1), 1, 1)
+        y, a = cpu.conv2d_maxout_forward(x, w, b, 1, pad, pieces, pool, ps, True, last)
+    finally:
+        cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P = old
+    zr = ref.conv2d_forward(x, w, b, 1, pad)
+    yr, ar = ref.maxout_forward(zr, pieces) if pool is None else ref.maxout_pool_forward(zr, pieces, pool, ps, True)
+    assert y.shape == yr.shape and y.dtype == yr.dtype and a.dtype == ar.dtype
+    np.testing.assert_allclose(y, yr, **TOL[dt])
+    if dt == np.float64:   # (float32 rounding may resolve a near-tie of two pieces differently)
+        np.testing.assert_array_equal(a, ar)
+    if min(y.shape) > 1:
+        assert cpu._is_nhwc(y) == last and (last or y.swapaxes(0, 1).flags.c_contiguous)
