@@ -943,7 +943,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     (y, arg), with the same arg encodings, in CNHW layout; with ``channels_last`` (for
     callers that will not run the backward pass, whose kernels expect CNHW) in NHWC
     layout when the rows orientation applies (C >= 8 input maps, or an NHWC x, and at most
-    _NHWC_MAX_O conv maps)."""
+    _NHWC_MAX_O conv maps). Large kernels over many maps (_use_fft) take the FFT
+    convolution, then the same NHWC reduction."""
     fn = "conv2d_maxout_forward"
     d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
     n, o, kh, kw = d["N"], d["O"], d["kh"], d["kw"]
