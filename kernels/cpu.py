@@ -960,13 +960,16 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         arg_dt = np.uint8
     if _use_fft(d["C"], kh, kw, stride, oh, ow):
         perm = np.arange(o).reshape(cy, pieces).T.reshape(-1)   # piece-major, as below
-        z = _fft_conv_rows(x, w[perm], None if b is None else b[perm], pad, oh, ow)
         y = np.empty((n * yh * yw, cy), dtype=dt)
         arg = np.empty((n * yh * yw, cy), dtype=arg_dt)
-        part = -(-n // _NT)
-        _parallel(lambda i, _w: _mo_rows_k(z[i * part * oh * ow:(i + 1) * part * oh * ow], pieces, oh, ow, pkh,
-                                           pkw, psh, psw, yh, yw, pool is not None, i * part, y, arg),
-                  -(-n // part))
+
+        def reduce_fft(z, n0):   # the chunk's rows, split over the threads
+            m = z.shape[0] // (oh * ow)
+            part = -(-m // _NT)
+            _parallel(lambda i, _w: _mo_rows_k(z[i * part * oh * ow:(i + 1) * part * oh * ow], pieces, oh, ow,
+                                               pkh, pkw, psh, psw, yh, yw, pool is not None, n0 + i * part,
+                                               y, arg), -(-m // part))
+        _fft_conv_rows(x, w[perm], None if b is None else b[perm], pad, oh, ow, reduce_fft)
         y, arg = _from_rows(y, n, yh, yw), _from_rows(arg, n, yh, yw)
         if channels_last:
             return y, arg
@@ -1012,6 +1015,7 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
 # than they save (mnist-teacher's 5x5 layer, 48 maps, 6x6 outputs, prototype: 5.8 ms by
 # im2col vs 7.2 by FFT).
 _FFT_MIN_TAPS, _FFT_MIN_C, _FFT_MIN_P = 25, 32, 64
+_FFT_CHUNK = 128   # samples per transform chunk (the benchmarks' batch: one chunk there)
 
 
 def _use_fft(c, kh, kw, stride, oh, ow):
@@ -1019,10 +1023,12 @@ def _use_fft(c, kh, kw, stride, oh, ow):
             and oh * ow >= _FFT_MIN_P)
 
 
-def _fft_conv_rows(x, w, b, pad, oh, ow):
-    """conv2d_forward(x, w, b, 1, pad) by FFT, as NHWC rows z (N*oh*ow, O). The transforms
-    run along the two spatial axes of (H, W, N, C) / (kh, kw, C, O) arrays, so every
-    frequency's (N, C) and (C, O) matrices are contiguous for the GEMMs."""
+def _fft_conv_rows(x, w, b, pad, oh, ow, consume):
+    """conv2d_forward(x, w, b, 1, pad) by FFT, per chunk of up to _FFT_CHUNK samples:
+    consume(z, n0) gets the chunk's NHWC rows z (m*oh*ow, O). The transforms run along
+    the two spatial axes of (H, W, N, C) / (kh, kw, C, O) arrays, so every frequency's
+    (N, C) and (C, O) matrices are contiguous for the GEMMs; the chunks bound the spectra's
+    memory (evaluation passes use batches of 500)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     ph, pw = pad
@@ -1030,32 +1036,35 @@ def _fft_conv_rows(x, w, b, pad, oh, ow):
     fw = scipy.fft.next_fast_len(wd + 2 * pw, real=True)
     f2 = fw // 2 + 1
     nf = fh * f2
-    xp = np.zeros((fh, fw, n, c), dtype=x.dtype)
-    xp[ph:ph + h, pw:pw + wd] = x.transpose(2, 3, 0, 1)
-    X = scipy.fft.rfftn(xp, axes=(0, 1), workers=_NT).reshape(nf, n, c)
-    del xp
     # the kernel's zero rows need no transform: rfft along kw (zero-padded to fw), then
     # fft along kh (zero-padded to fh)
     wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
     Wf = scipy.fft.fft(scipy.fft.rfft(wt, n=fw, axis=1, workers=_NT), n=fh, axis=0, workers=_NT).reshape(nf, c, o)
     np.conjugate(Wf, out=Wf)
-    Y = np.empty((nf, n, o), dtype=X.dtype)
     parts = 4 * _GEMM_THREADS
+    for n0 in range(0, n, _FFT_CHUNK):
+        m = min(_FFT_CHUNK, n - n0)
+        xp = np.zeros((fh, fw, m, c), dtype=x.dtype)
+        xp[ph:ph + h, pw:pw + wd] = x[n0:n0 + m].transpose(2, 3, 0, 1)
+        X = scipy.fft.rfftn(xp, axes=(0, 1), workers=_NT).reshape(nf, m, c)
+        del xp
+        Y = np.empty((nf, m, o), dtype=X.dtype)
 
-    def task(i, _w, X=X, Wf=Wf, Y=Y):
-        f0, f1 = nf * i // parts, nf * (i + 1) // parts
-        np.matmul(X[f0:f1], Wf[f0:f1], out=Y[f0:f1])
-    with _single_blas():
-        _parallel(task, parts, _GEMM_THREADS)
-    del task, X, Wf   # (the spectra are large: free them before the inverse)
-    # inverse: along fh keeping the oh valid rows, then along fw
-    Z = scipy.fft.ifft(Y.reshape(fh, f2, n, o), axis=0, workers=_NT)[:oh]
-    del Y
-    zz = scipy.fft.irfft(Z, n=fw, axis=1, workers=_NT)[:, :ow]   # (oh, ow, n, o)
-    z = np.ascontiguousarray(zz.transpose(2, 0, 1, 3)).reshape(n * oh * ow, o)
-    if b is not None:
-        z += b
-    return z
+        def task(i, _w, X=X, Y=Y):
+            f0, f1 = nf * i // parts, nf * (i + 1) // parts
+            np.matmul(X[f0:f1], Wf[f0:f1], out=Y[f0:f1])
+        with _single_blas():
+            _parallel(task, parts, _GEMM_THREADS)
+        del task, X   # (the spectra are large: free them before the inverse)
+        # inverse: along fh keeping the oh valid rows, then along fw
+        Z = scipy.fft.ifft(Y.reshape(fh, f2, m, o), axis=0, workers=_NT)[:oh]
+        del Y
+        zz = scipy.fft.irfft(Z, n=fw, axis=1, workers=_NT)[:, :ow]   # (oh, ow, m, o)
+        del Z
+        z = np.ascontiguousarray(zz.transpose(2, 0, 1, 3)).reshape(m * oh * ow, o)
+        if b is not None:
+            z += b
+        consume(z, n0)
 
 
 @_kern

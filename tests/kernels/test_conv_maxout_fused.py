@@ -172,13 +172,13 @@ def test_fft_path_equals_reference(dt, n, c, units, pieces, h, w_, k, pad, pool,
     w = rng.standard_normal((o, c) + k).astype(dt)
     b = rng.standard_normal(o).astype(dt) if bias else None
     ps = None if pool is None else (pool[1],) * 2
-    old = cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P
-    try:
-        cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P = 25, 1, 1
+    old = cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P, cpu._FFT_CHUNK
+    try:   # (chunks of 2 samples: several, the last one partial when n is odd)
+        cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P, cpu._FFT_CHUNK = 25, 1, 1, 2
         assert cpu._use_fft(c, k[0], k[1], (1, 1), 1, 1)
         y, a = cpu.conv2d_maxout_forward(x, w, b, 1, pad, pieces, pool, ps, True, last)
     finally:
-        cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P = old
+        cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P, cpu._FFT_CHUNK = old
     zr = ref.conv2d_forward(x, w, b, 1, pad)
     yr, ar = ref.maxout_forward(zr, pieces) if pool is None else ref.maxout_pool_forward(zr, pieces, pool, ps, True)
     assert y.shape == yr.shape and y.dtype == yr.dtype and a.dtype == ar.dtype
