@@ -958,35 +958,32 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         pkh = pkw = psh = psw = 1
         yh, yw = oh, ow
         arg_dt = np.uint8
-    if _use_fft(d["C"], kh, kw, stride, oh, ow):
-        perm = np.arange(o).reshape(cy, pieces).T.reshape(-1)   # piece-major, as below
+    fft = _use_fft(d["C"], kh, kw, stride, oh, ow)
+    if fft or (channels_last and o <= _NHWC_MAX_O and (d["C"] >= _ROWS_MIN_C or _is_nhwc(x))):
+        # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
+        # a position's pieces of all maps are contiguous runs: the maxout is then a
+        # vectorised select
+        perm = np.arange(o).reshape(cy, pieces).T.reshape(-1)
+        wp, bp = w[perm], None if b is None else b[perm]
         y = np.empty((n * yh * yw, cy), dtype=dt)
         arg = np.empty((n * yh * yw, cy), dtype=arg_dt)
 
-        def reduce_fft(z, n0):   # the chunk's rows, split over the threads
+        def reduce_rows(z, n0):   # z: the NHWC rows of samples n0..n0+m-1
+            if not fft:   # (a transposed view of a GEMM chunk, on a pool thread)
+                z = z.reshape(o, -1).T
             m = z.shape[0] // (oh * ow)
-            part = -(-m // _NT)
+            part = -(-m // _NT) if fft else m   # an FFT chunk's rows are split over the threads
             _parallel(lambda i, _w: _mo_rows_k(z[i * part * oh * ow:(i + 1) * part * oh * ow], pieces, oh, ow,
                                                pkh, pkw, psh, psw, yh, yw, pool is not None, n0 + i * part,
                                                y, arg), -(-m // part))
-        _fft_conv_rows(x, w[perm], None if b is None else b[perm], pad, oh, ow, reduce_fft)
+        if fft:
+            _fft_conv_rows(x, wp, bp, pad, oh, ow, reduce_rows)
+        else:
+            _conv_chunks(x, wp, bp, stride, pad, oh, ow, dt, reduce_rows, rows=True)
         y, arg = _from_rows(y, n, yh, yw), _from_rows(arg, n, yh, yw)
         if channels_last:
             return y, arg
-        return _uncanon(np.ascontiguousarray(y.swapaxes(0, 1)), True), _uncanon(np.ascontiguousarray(arg.swapaxes(0, 1)), True)
-    if channels_last and o <= _NHWC_MAX_O and (d["C"] >= _ROWS_MIN_C or _is_nhwc(x)):
-        # the GEMM's columns in piece-major order (q*cy + c), so that a position's pieces
-        # of all maps are contiguous runs: the maxout is then a vectorised select
-        perm = np.arange(o).reshape(cy, pieces).T.reshape(-1)
-        y = np.empty((n * yh * yw, cy), dtype=dt)
-        arg = np.empty((n * yh * yw, cy), dtype=arg_dt)
-
-        def reduce_rows(z, n0):
-            _mo_rows_k(z.reshape(o, -1).T, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, pool is not None,
-                       n0, y, arg)
-        _conv_chunks(x, w[perm], None if b is None else b[perm], stride, pad, oh, ow, dt, reduce_rows,
-                     rows=True)
-        return _from_rows(y, n, yh, yw), _from_rows(arg, n, yh, yw)
+        return tuple(_uncanon(np.ascontiguousarray(a.swapaxes(0, 1)), True) for a in (y, arg))
     y = np.empty((cy, n, yh * yw), dtype=dt)
     arg = np.empty((cy, n, yh * yw), dtype=arg_dt)
 
