@@ -1175,34 +1175,40 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
     w2t = np.ascontiguousarray(w.reshape(o, k)).T
     nb = _chunk(n, kb, p, _GEMM_THREADS)
     dxb = np.empty((c, n, h, wd), dtype=dt) if need_dx else None
-    bufs, acc, tmp = {}, {}, {}
+    # dw sums over every chunk of samples. A fixed order, whatever the thread scheduling:
+    # group g (one per GEMM thread) adds its contiguous run of chunks in order into acc[g],
+    # then the groups are added in order (per-worker accumulators fed by dynamically
+    # scheduled chunks made the weights of two equal runs differ).
+    chunks = -(-n // nb)
+    groups = min(_GEMM_THREADS, chunks)
+    acc = [None] * groups
 
-    def task(i, wid):
-        cols = bufs.get(wid)
-        if cols is None:
-            cols = bufs[wid] = np.empty((kb, nb, p), dtype=dt)
-            cols[k] = 1
-        n0 = i * nb
-        m = min(nb, n - n0)
-        _im2col_k(xb, xcf, n0, m, 0, c, kh, kw, sh, sw, ph, pw, oh, ow, cols, True, *_no_pre(dt))
-        c2 = cols.reshape(kb, nb * p)[:, :m * p]
-        dyk = dyc[:, n0 * p:(n0 + m) * p]
-        # dw^T (kb, O) = cols @ dy^T: faster than dy @ cols^T for the small O of thin nets
-        if wid in acc:
-            np.matmul(c2, dyk.T, out=tmp[wid])
-            acc[wid] += tmp[wid]
-        else:
-            acc[wid] = np.matmul(c2, dyk.T)
-            tmp[wid] = np.empty_like(acc[wid])
-        if need_dx:
-            np.matmul(w2t, dyk, out=c2[:k])  # the columns are dead: reuse the buffer
-            _col2im_k(cols, True, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, dxb, True)
+    def task(g, _w):
+        cols = np.empty((kb, nb, p), dtype=dt)
+        cols[k] = 1
+        tmp = None
+        for i in range(chunks * g // groups, chunks * (g + 1) // groups):
+            n0 = i * nb
+            m = min(nb, n - n0)
+            _im2col_k(xb, xcf, n0, m, 0, c, kh, kw, sh, sw, ph, pw, oh, ow, cols, True, *_no_pre(dt))
+            c2 = cols.reshape(kb, nb * p)[:, :m * p]
+            dyk = dyc[:, n0 * p:(n0 + m) * p]
+            # dw^T (kb, O) = cols @ dy^T: faster than dy @ cols^T for the small O of thin nets
+            if acc[g] is None:
+                acc[g] = np.matmul(c2, dyk.T)
+                tmp = np.empty_like(acc[g])
+            else:
+                np.matmul(c2, dyk.T, out=tmp)
+                acc[g] += tmp
+            if need_dx:
+                np.matmul(w2t, dyk, out=c2[:k])  # the columns are dead: reuse the buffer
+                _col2im_k(cols, True, n0, m, kh, kw, sh, sw, ph, pw, oh, ow, dxb, True)
 
     with _single_blas():
-        _parallel(task, -(-n // nb), _GEMM_THREADS)
-    total = None
-    for a in acc.values():
-        total = a if total is None else total + a
+        _parallel(task, groups, _GEMM_THREADS)
+    total = acc[0]
+    for a in acc[1:]:
+        total = total + a
     dx = dxb.swapaxes(0, 1) if need_dx else None
     return dx, np.ascontiguousarray(total[:k].T).reshape(w.shape), total[k].copy()
 
