@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import traceback
 
 from . import __version__
 
@@ -27,27 +29,52 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that family is not built yet
             raise
         mod.register(sub)
+    _add_debug(parser)
     return parser
 
 
-class UserError(Exception):
-    """An error the user can fix; printed as one line, exit status 2."""
+def _add_debug(parser, top=True):
+    """``--debug`` accepted before or after the sub-command (``minifit run F --debug``)."""
+    parser.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="show the traceback of any error")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child, top=False)
 
 
 def main(argv=None) -> int:
+    """The error boundary: every error a user can cause or meet is one line naming the
+    problem and the fix (exit status 2); anything else is reported as an internal error
+    (exit status 3); ``--debug`` shows the traceback either way."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from .distill.loop import StopRequested
+    from .errors import describe
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as e:
-        print(f"minifit: error: {e}", file=sys.stderr)
-        return 2
+    except StopRequested as e:
+        resume = getattr(args, "resume_command", None)
+        print(f"minifit: {e}." + (f" Continue with: {resume}" if resume else ""), file=sys.stderr)
+        return 128 + int(getattr(signal, e.signame))
     except KeyboardInterrupt:
         print("minifit: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 -- the one boundary
+        if args.debug:
+            traceback.print_exc()
+        message = describe(e)
+        if message is not None:
+            print(f"minifit: error: {message}", file=sys.stderr)
+            return 2
+        print(f"minifit: internal error: {type(e).__name__}: {e}\n"
+              f"This is a bug in minifit, not in your files or data. Please report it (the minifit issue "
+              f"tracker) with the command you ran and the output of the same command with --debug "
+              f"({'shown above' if args.debug else 'it shows the traceback'}).", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 import kernels as K
+from .errors import UnknownNameError
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -28,7 +29,7 @@ def resolve(device="cpu") -> str:
     if name == "cpu":
         return "cpu"
     if name not in DEVICES:
-        raise ValueError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise UnknownNameError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     from kernels import cuda
     avail = cuda.available()
     if name == "auto":

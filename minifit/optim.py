@@ -12,6 +12,7 @@ import numpy as np
 import kernels as K
 
 from .device import move, to_host
+from .errors import UnknownNameError
 
 
 class Optimizer:
@@ -120,7 +121,7 @@ def build(name: str, params, **kwargs) -> Optimizer:
     """Optimizer by name ('sgd', 'rmsprop', 'adam'), as experiment files write it."""
     table = {"sgd": SGD, "rmsprop": RMSProp, "adam": Adam}
     if name.lower() not in table:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(table)}")
+        raise UnknownNameError(f"unknown optimizer {name!r}; choose one of {sorted(table)}")
     return table[name.lower()](params, **kwargs)
 
 

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 
 def _fetch(args) -> int:
-    from ..cli import UserError
+    from ..errors import UserError
     try:
         folder = fetch(args.name, args.data_dir, timeout=args.timeout)
     except DownloadError as e:

@@ -25,6 +25,7 @@ from pathlib import Path
 from .errors import DataFileError
 from .loaders import content_digest, find_file
 from .registry import SOURCES, Content, Source, data_root, dataset_dirs
+from ..errors import UnknownNameError
 
 DEFAULT_TIMEOUT = 10.0  # seconds to connect / between bytes: fail fast when offline
 _CHUNK = 1 << 16
@@ -177,7 +178,7 @@ def fetch(key: str, root=None, *, timeout: float = DEFAULT_TIMEOUT, progress: bo
     the data root; returns the folder holding its files. Skips files already present."""
     sources = SOURCES if sources is None else sources
     if key not in sources:
-        raise ValueError(f"unknown dataset {key!r}: choose one of {', '.join(sources)}")
+        raise UnknownNameError(f"unknown dataset {key!r}: choose one of {', '.join(sources)}")
     source, root = sources[key], data_root(root)
     folder = root / source.folder
     if present(source, root):
@@ -260,7 +261,7 @@ def check(root=None, name: str | None = None, sources: dict[str, Source] | None 
     chosen = [s for s in sources.values() if name in (None, s.key, s.dataset)]
     if not chosen:
         names = sorted(set(sources) | {s.dataset for s in sources.values()})
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(names)}")
+        raise UnknownNameError(f"unknown dataset {name!r}: choose one of {', '.join(names)}")
     rows = []
     for s in chosen:
         dirs = [root / s.folder] + [d for d in dataset_dirs(s.dataset, root) if d != root / s.folder]

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import DataFileError, MissingDataError
 from .registry import DATASETS, data_root, dataset_dirs, fetch_hint, replace_hint
+from ..errors import UnknownNameError
 
 SPLITS = ("train", "test")
 # size of the fixed validation split taken from the END of the training set
@@ -96,12 +97,12 @@ def load(name: str, split: str, root=None, **options) -> Dataset:
     only by name); cifar100 ``format`` and ``labels`` ('fine' | 'coarse');
     folder ``channels`` (1 | 3 | None = 1 if every image is grayscale, else 3)."""
     if name not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+        raise UnknownNameError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     root = data_root(root)
     if name != "folder":
         allowed = SPLITS + (("extra",) if name == "svhn" else ())
         if split not in allowed:
-            raise ValueError(f"unknown split {split!r} for {name}: choose one of {', '.join(allowed)}")
+            raise UnknownNameError(f"unknown split {split!r} for {name}: choose one of {', '.join(allowed)}")
     return _LOADERS[name](root, split, **options)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..nn import Sequential
 from ..tensor import Tensor, no_grad
+from ..errors import UnknownNameError
 
 _BUILDERS: dict[str, callable] = {}
 _PATTERNS: list[tuple[re.Pattern, callable, str]] = []
@@ -51,7 +52,7 @@ def build(name: str, num_classes: int = 10, **kwargs) -> "Network":
                 net = fn(m, num_classes=num_classes, **kwargs)
                 break
         else:
-            raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
+            raise UnknownNameError(f"unknown model {name!r}; known models: {', '.join(names())}")
     net.name = name
     return net
 
