@@ -56,7 +56,7 @@ def test_interrupted_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
 def test_corrupt_and_missing_files(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="bad.npz is corrupt or not a minifit checkpoint"):
+    with pytest.raises(checkpoint.CheckpointError, match="bad.npz is corrupt or not a minifit checkpoint"):
         checkpoint.read(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         checkpoint.read(tmp_path / "none.npz")

@@ -38,11 +38,21 @@ class BatchIterator:
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.iterate()
+
+    def iterate(self, start: int = 0, order=None, rng_state=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch from batch ``start``. Resuming inside an epoch passes the ``order`` and
+        the generator state ``rng_state`` that ``position()`` recorded after batch start - 1,
+        so the remaining batches (and their augmentation) are those of an uninterrupted epoch."""
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         n = len(self.labels)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        for i in range(len(self)):
+        if order is None:
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if rng_state is not None:
+            rng.bit_generator.state = rng_state
+        self._order, self._rng = order, rng
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             if not self.shuffle:
                 idx = slice(idx[0], idx[-1] + 1)  # contiguous: a view, no gather
@@ -52,3 +62,8 @@ class BatchIterator:
             for aug in self.augment:
                 x = aug(x, rng)
             yield x, self.labels[idx]
+
+    def position(self) -> tuple[np.ndarray, dict]:
+        """(the current epoch's example order, its generator state): what ``iterate`` needs
+        to continue after the last batch yielded."""
+        return self._order, self._rng.bit_generator.state

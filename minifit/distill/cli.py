@@ -1,6 +1,7 @@
 """``minifit run FILE.toml``: run an experiment and write its report."""
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,11 +27,13 @@ def register(sub):
 def run(args):
     from ..device import resolve
     from .experiment import run_experiment
+    from .loop import graceful_stop
     resolve(args.device)  # fail fast, before any data is read, when the device is unusable
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
+    args.resume_command = resume_command(args, out)
     log_path = out / "log.txt"
     out.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log_file:
+    with open(log_path, "a") as log_file, graceful_stop():
         def log(msg):
             print(msg, flush=True)
             log_file.write(msg + "\n")
@@ -40,3 +43,17 @@ def run(args):
     print((out / "results.md").read_text())
     print(f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}", file=sys.stderr)
     return 0 if summary["results"] else 1
+
+
+def resume_command(args, out: Path) -> str:
+    """The command that continues this run: the same options, with --resume."""
+    parts = ["minifit", "run", shlex.quote(args.file), "--out", shlex.quote(str(out))]
+    if args.epochs_scale != 1.0:
+        parts += ["--epochs-scale", f"{args.epochs_scale:g}"]
+    if args.data_dir:
+        parts += ["--data-dir", shlex.quote(args.data_dir)]
+    if args.device != "cpu":
+        parts += ["--device", args.device]
+    if args.no_progress:
+        parts.append("--no-progress")
+    return " ".join(parts + ["--resume"])

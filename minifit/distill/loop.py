@@ -1,27 +1,70 @@
 """The one training loop. A method (backprop, KD, a FitNets stage, adversarial KD) supplies
 ``step`` and ``validate``; the loop owns epochs, schedules, the progress bar, per-epoch log
-lines, NaN detection, checkpoints, resuming and early stopping.
+lines, NaN detection, checkpoints, resuming, graceful stops and early stopping.
 
-Checkpoints (in ``out_dir``): ``last.npz`` after every epoch (models, optimizers, history,
-RNG state) so ``resume=True`` continues without losing finished epochs, and ``best.npz``
-whenever the validation metric improves; at the end the best weights are loaded back.
+Checkpoints (in ``out_dir``): ``last.npz`` after every epoch and every ``checkpoint_minutes``
+inside one (models, optimizers, history, every RNG state, and inside an epoch the position,
+the epoch's example order, the partial sums of its logs), so ``resume=True`` continues
+bitwise as if never stopped; the file it replaces is kept as ``last.prev.npz`` (used when
+the latest is found corrupt). ``best.npz`` whenever the validation metric improves; at the
+end the best weights are loaded back. Under ``graceful_stop()`` (the command line) SIGTERM
+and SIGINT finish the current step, write ``last.npz`` and raise ``StopRequested``.
 """
 from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import checkpoint
 from .. import random as mrandom
 from ..tensor import Tensor, no_grad
 
 
 class NonFiniteError(FloatingPointError):
     """A loss became NaN or Inf; the message names the step and the first bad layer."""
+
+
+class StopRequested(Exception):
+    """A SIGTERM / SIGINT stopped training after a finished step; ``path`` holds its checkpoint."""
+
+    def __init__(self, signame: str, where: str, path):
+        self.signame, self.where, self.path = signame, where, path
+        super().__init__(f"stopped by {signame} {where}" + (f"; checkpoint {path} written" if path else ""))
+
+
+class graceful_stop:
+    """``with graceful_stop():`` SIGTERM and SIGINT only set ``graceful_stop.requested``
+    (their name), which ``fit`` reads after each step; a second signal stops at once."""
+
+    requested = None
+
+    def __enter__(self):
+        graceful_stop.requested = None
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if graceful_stop.requested is not None:   # the second one: stop now, as without us
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        graceful_stop.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        graceful_stop.requested = None
+        return False
 
 
 def locate_nonfinite(model, x) -> str:
@@ -86,21 +129,26 @@ class FitResult:
 
 
 def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = None,
-        resume: bool = False, log=print, progress: bool = True, name: str = "train") -> FitResult:
+        resume: bool = False, log=print, progress: bool = True, name: str = "train",
+        checkpoint_minutes: float = 5.0) -> FitResult:
     """Train ``method`` for up to ``epochs`` epochs.
 
-    train: has ``batches(epoch) -> iterable of (idx, x, y)`` and ``num_batches``.
+    train: a Split (``batches(epoch, start, order, rng_state)``, ``position()``, ``num_batches``).
     valid: passed to ``method.validate(valid) -> (metric, logs)``; lower metric is better.
     patience: stop after this many epochs without a better validation metric.
+    checkpoint_minutes: with ``out_dir``, also write last.npz inside an epoch at this
+    interval (0: after every step).
     """
     result = FitResult()
     last_path = best_path = None
-    start_epoch = 1
+    start_epoch, at = 1, None   # at: where to continue inside start_epoch (from a checkpoint)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         last_path, best_path = os.path.join(out_dir, "last.npz"), os.path.join(out_dir, "best.npz")
-        if resume and os.path.exists(last_path):
-            meta = method.load(last_path)
+        if resume and (os.path.exists(last_path) or os.path.exists(checkpoint.previous(last_path))):
+            ckpt = checkpoint.read_latest(last_path, log)
+            method.load_checkpoint(ckpt)
+            meta = ckpt["meta"]
             result.history = meta["history"]
             result.best_epoch, result.best_metric = meta["best_epoch"], meta["best_metric"]
             result.seconds = meta.get("seconds", 0.0)
@@ -110,16 +158,40 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
                 log(f"[{name}] already finished ({meta['epoch']} epochs); loading its best checkpoint")
                 start_epoch = epochs + 1
                 result.stopped_early = meta.get("stopped_early", False)
+            elif meta.get("position"):
+                at = dict(meta["position"], order=ckpt["data"]["order"])
+                log(f"[{name}] resuming epoch {start_epoch} of {epochs} after batch {at['batch']} "
+                    f"of {train.num_batches}")
             else:
                 log(f"[{name}] resuming after epoch {meta['epoch']} of {epochs}")
     step = sum(h.get("steps", 0) for h in result.history)
     best_in_memory = None  # without out_dir the best weights are kept here
+    every = None if out_dir is None else 60.0 * checkpoint_minutes
+    last_saved = time.monotonic()
+
+    def save_last(epoch_done, position=None, **flags):
+        nonlocal last_saved
+        arrays = {}
+        if position is not None:
+            order, position["batch_rng"] = train.position()
+            arrays["order"] = order
+        method.save(last_path, arrays, keep_previous=True, epoch=epoch_done, history=result.history,
+                    best_epoch=result.best_epoch, best_metric=result.best_metric, rng=mrandom.get_state(),
+                    seconds=result.seconds, position=position, **flags)
+        last_saved = time.monotonic()
+
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
         method.on_epoch_start(epoch)
+        first, sums, count = 0, {}, 0
+        batches = train.batches(epoch)
+        if at is not None:   # the rest of an epoch stopped inside
+            first, sums, count = at["batch"], at["sums"], at["count"]
+            t0 -= at["elapsed"]
+            batches = train.batches(epoch, first, at["order"], at["batch_rng"])
+            at = None
         bar = Progress(train.num_batches, f"[{name}] epoch {epoch}/{epochs}", enabled=progress)
-        sums, count = {}, 0
-        for i, (idx, x, y) in enumerate(train.batches(epoch)):
+        for i, (idx, x, y) in enumerate(batches, start=first):
             logs = method.step(idx, x, y)
             step += 1
             loss = logs["loss"]
@@ -132,6 +204,14 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             bar.update(i + 1, f"loss {sums['loss'] / count:.4f}")
+            stop = graceful_stop.requested
+            if every is not None and (stop or time.monotonic() - last_saved >= every):
+                save_last(epoch - 1, {"epoch": epoch, "batch": i + 1, "sums": sums, "count": count,
+                                      "elapsed": time.perf_counter() - t0})
+            if stop:
+                bar.close()
+                raise StopRequested(stop, f"[{name}] after batch {i + 1} of {train.num_batches} in epoch {epoch}",
+                                    last_path)
         bar.close()
         method.on_epoch_end(epoch)
         metric, vlogs = method.validate(valid)
@@ -153,13 +233,13 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
         if out_dir is not None:
             if improved:
                 method.save(best_path, epoch=epoch)
-            method.save(last_path, epoch=epoch, history=result.history, best_epoch=result.best_epoch,
-                        best_metric=result.best_metric, rng=mrandom.get_state(), seconds=result.seconds,
-                        done=stop or epoch == epochs, stopped_early=stop)
+            save_last(epoch, done=stop or epoch == epochs, stopped_early=stop)
         if stop:
             result.stopped_early = True
             log(f"[{name}] early stop: no improvement for {waited} epochs (best epoch {result.best_epoch})")
             break
+        if graceful_stop.requested:
+            raise StopRequested(graceful_stop.requested, f"[{name}] after epoch {epoch} of {epochs}", last_path)
     if best_path is not None and os.path.exists(best_path):
         method.load(best_path)
     elif best_in_memory is not None:

@@ -104,15 +104,20 @@ class Method:
         _Merged(self.models).load_state_dict(state["model"])
         _Merged(self.optimizers).load_state_dict(state["optim"])
 
-    def save(self, path, **meta):
-        checkpoint.save(path, _Merged(self.models), _Merged(self.optimizers), **meta)
+    def save(self, path, arrays=None, keep_previous=False, **meta):
+        checkpoint.save(path, _Merged(self.models), _Merged(self.optimizers), arrays, keep_previous, **meta)
 
     def load(self, path) -> dict:
+        """Load a checkpoint file; returns its meta."""
         ckpt = checkpoint.read(path)
+        self.load_checkpoint(ckpt)
+        return ckpt["meta"]
+
+    def load_checkpoint(self, ckpt: dict):
+        """Models and optimizers from a read checkpoint (``checkpoint.read``)."""
         _Merged(self.models).load_state_dict(ckpt["model"])
         if ckpt["optim"]:
             _Merged(self.optimizers).load_state_dict(ckpt["optim"])
-        return ckpt["meta"]
 
 
 class _Merged:

@@ -30,10 +30,16 @@ class Split:
     def num_batches(self) -> int:
         return len(self._train)
 
-    def batches(self, epoch: int):
+    def batches(self, epoch: int, start: int = 0, order=None, rng_state=None):
+        """Epoch ``epoch`` from batch ``start`` (resuming inside an epoch: with the ``order``
+        and ``rng_state`` that ``position()`` gave)."""
         self._train.epoch = epoch
-        for x, idx in self._train:
+        for x, idx in self._train.iterate(start, order, rng_state):
             yield idx, x, self.labels[idx]
+
+    def position(self) -> tuple[np.ndarray, dict]:
+        """(example order, augmentation generator state) after the last batch yielded."""
+        return self._train.position()
 
     def indexed_eval_batches(self, batch_size=500):
         """In order, no augmentation: (idx, x, y)."""
