@@ -160,6 +160,31 @@ def _terms(spec, label):
     return terms
 
 
+def student_keys(optimizer, schedules) -> dict:
+    """The keys train_student reads beside the common [[student]] ones (minifit.distill.schema);
+    ``optimizer`` and ``schedules`` are the experiment's optimizer key and schedule keys."""
+    from .schema import Key, Table
+
+    def losses_problem(v):
+        terms = [p.strip() for p in v.split("+")] if isinstance(v, str) else v
+        if not terms or any(not isinstance(k, str) or k.removeprefix("L_") not in STUDENT_TERMS for k in terms):
+            return f"must be a non-empty subset of {list(STUDENT_TERMS)}, got {v!r}"
+        return None
+    return dict(
+        losses=Key((list, str), "student terms, weight 1 each: any of S, L1, GAN, KD", '["S", "L1", "GAN"]',
+                   check=losses_problem),
+        tau=Key(float, "temperature of the KD term", "1", gt=0),
+        discriminator=Key(dict, "the discriminator D (with the GAN term)", "{}", table=Table(
+            "discriminator", depth=Key(int, "D's hidden layers", "3", min=1),
+            dropout=Key(float, "D's dropout", "0.3", min=0, check=lambda p: None if p < 1 else "must be below 1"),
+            optimizer=Key(dict, "D's optimizer", "the student's with lr 1e-3", check=optimizer.check),
+            **{k: schedules[k] for k in ("lr_step", "lr_decay", "lr_linear")})),
+        teacher_cache=Key(bool, "teacher logits computed once on un-augmented images", "true"),
+        tables=Key(list, "report tables this row belongs to (results.md, curves.png panels)", "[]",
+                   check=lambda v: None if all(isinstance(t, str) for t in v) else "must be a list of names"),
+        time_inference=Key(bool, "measure CPU seconds per batch of 100 for the report", "true"))
+
+
 def train_student(runner, spec, label, model, teacher, folder):
     """[[student]] method = "adversarial": keys (beside label, model, epochs, optimizer, lr_step)
 

@@ -15,6 +15,7 @@ epochs), so the same file runs on a laptop budget or at the paper's length.
 from __future__ import annotations
 
 import json
+import math
 import time
 import tomllib
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from .. import __version__
 from .. import random as mrandom
-from ..data import MissingDataError, data_root
+from ..data import DATASETS, MissingDataError, data_root
 from ..data import preprocess as P
 from ..data.fetch import fetch
 from ..data.loaders import load, train_val_split
@@ -33,14 +34,12 @@ from .. import optim
 from .. import checkpoint
 from .loop import FitResult, fit
 from .methods import KD, Backprop, Hints, LinearAnneal, TeacherOutputs, error_rate
+from .schema import ConfigError, Key, Table, _nearest
 from .splits import Split
+from .adversarial import student_keys as adversarial_keys
 
 
 STUDENT_METHODS = ("backprop", "kd", "fitnets", "adversarial")
-
-
-class ConfigError(ValueError):
-    """A problem in an experiment file, named by its key."""
 
 
 def _require(table: dict, key: str, where: str):
@@ -50,37 +49,124 @@ def _require(table: dict, key: str, where: str):
 
 
 def load_config(path) -> dict:
+    """The experiment file as a dict, every key checked against the schema below."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"experiment file {path} does not exist")
     try:
         cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    _require(cfg, "data", str(path))
-    _require(cfg, "teacher", str(path))
-    for i, s in enumerate(cfg.get("student", [])):
-        method = _require(s, "method", f"{path}: [[student]] #{i + 1}")
-        if method not in STUDENT_METHODS:
-            raise ConfigError(f"{path}: [[student]] #{i + 1}: method must be one of {', '.join(STUDENT_METHODS)}, "
-                              f"got {method!r}")
+    try:
+        check_config(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     cfg["_path"] = str(path)
     return cfg
 
 
-class Scaler:
-    """Epoch counts scaled by --epochs-scale (at least 1)."""
+def check_config(cfg: dict):
+    """Every table's keys, types and ranges (the schema tables beside the code that reads
+    them), and the layers named in [[student]] tables against the models."""
+    FILE.check(cfg, "the file")
+    teacher = cfg["teacher"]
+    if "checkpoint" not in teacher:
+        for key in ("epochs", "optimizer"):
+            _require(teacher, key, "[teacher]")
+    tnames = _layer_names(teacher, "[teacher]")
+    labels = set()
+    for i, s in enumerate(cfg.get("student", [])):
+        if not isinstance(s, dict):
+            raise ConfigError(f"[[student]] #{i + 1} must be a table")
+        name = s.get("label", s.get("method") if s.get("method") in STUDENT_METHODS else None)
+        where = f"[[student]] {name!r}" if isinstance(name, str) else f"[[student]] #{i + 1}"
+        STUDENT_KEYS["method"].validate(_require(s, "method", where), f"{where} 'method'")
+        STUDENT_TABLES[s["method"]].check(s, where)
+        label = s.get("label", s["method"])
+        if label in labels or label == "teacher":
+            raise ConfigError(f"{where}: label {label!r} is used twice; give each [[student]] its own label "
+                              "(it names the output folder and the report row)")
+        labels.add(label)
+        if s["method"] == "fitnets":
+            _require(s.get("stage1", {}), "epochs", f"{where} stage1")
+            _require(s.get("stage2", s), "epochs", f"{where} stage2" if "stage2" in s else where)
+        snames = _layer_names(s, where)
+        if s["method"] == "fitnets":
+            for key, names, whose in (("guided", snames, "student"), ("hint", tnames, "teacher")):
+                if key in s and s[key] not in names:
+                    raise ConfigError(f"{where} {key!r}: the {whose} model has no layer {s[key]!r}; "
+                                      f"its layers are {', '.join(names)}")
 
-    def __init__(self, scale: float):
-        if scale <= 0:
-            raise ConfigError(f"--epochs-scale must be positive, got {scale}")
-        self.scale = scale
 
-    def __call__(self, epochs):
-        return max(1, int(round(epochs * self.scale)))
+def _layer_names(spec: dict, where: str) -> list:
+    """The layer names of the model a table names, built once with its options (the
+    random state is kept as it was: building draws initial weights)."""
+    state = mrandom.get_state()
+    try:
+        net = M.build(spec["model"], 10, **spec.get("model_options", {}))
+    except TypeError as e:
+        raise ConfigError(f"{where} model_options: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{where} {e}") from None
+    finally:
+        mrandom.set_state(state)
+    return list(getattr(net, "names", []))
 
 
-# -- building blocks from the file ------------------------------------------------------
+# -- the schema: each key beside the code that reads it --------------------------------
+def _optimizer_problem(spec: dict):
+    """An optimizer table: name, then the optimizer's own keyword arguments."""
+    import inspect
+    name = spec.get("name")
+    table = {"sgd": optim.SGD, "rmsprop": optim.RMSProp, "adam": optim.Adam}
+    if not isinstance(name, str) or name.lower() not in table:
+        return f"'name' must be one of {', '.join(table)}; got {name!r}"
+    sig = inspect.signature(table[name.lower()])
+    known = [p for p in sig.parameters if p != "params"]
+    for k, v in spec.items():
+        if k == "name":
+            continue
+        if k not in known:
+            return f"unknown key {k!r} for {name}{_nearest(k, known)} (known: name, {', '.join(known)})"
+        if k == "betas":
+            ok = isinstance(v, list) and len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v)
+            if not ok:
+                return f"'betas' must be two numbers in [0, 1), got {v!r}"
+            continue
+        if k == "nesterov":
+            if not isinstance(v, bool):
+                return f"'nesterov' must be true/false, got {v!r}"
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"{k!r} must be a number, got {v!r}"
+        if k == "lr" and v <= 0 or k != "lr" and v < 0:
+            return f"{k!r} must be {'> 0' if k == 'lr' else '>= 0'}, got {v!r}"
+        if k in ("momentum", "decay") and v >= 1:
+            return f"{k!r} must be below 1, got {v!r}"
+    if "lr" not in spec and sig.parameters["lr"].default is inspect.Parameter.empty:
+        return f"missing key 'lr' for {name}"
+    return None
+
+
+OPTIMIZER = Key(dict, "{ name = sgd / rmsprop / adam, lr, and that optimizer's keywords: sgd momentum, "
+                "nesterov, weight_decay; rmsprop decay, max_scaling; adam betas, eps, weight_decay }",
+                check=_optimizer_problem)
+SCHEDULES = dict(   # build_schedules reads these
+    momentum_ramp=Key(dict, "momentum from its initial value to final, linearly over epochs", "none",
+                      table=Table("momentum_ramp", final=Key(float, "final momentum", min=0),
+                                  start=Key(int, "first epoch", "1", min=1),
+                                  saturate=Key(int, "epoch it reaches final", "250", min=1))),
+    lr_decay=Key(dict, "exponential decay per update: lr = max(lr0 / factor^updates, min_lr)", "none",
+                 table=Table("lr_decay", factor=Key(float, "factor per update", min=1),
+                             min_lr=Key(float, "floor", "1e-6", min=0))),
+    lr_linear=Key(dict, "lr from lr0 at start to lr0 * factor at saturate (epochs), linearly", "none",
+                  table=Table("lr_linear", start=Key(int, "first epoch", "1", min=1),
+                              saturate=Key(int, "last epoch", min=1), factor=Key(float, "final factor", min=0))),
+    lr_step=Key(dict, "lr times gamma at each milestone epoch", "none",
+                table=Table("lr_step", milestones=Key(list, "epochs", min=1), gamma=Key(float, "factor", "0.1", gt=0))),
+)
+
+
 def build_optimizer(model_params, spec: dict, where: str):
     spec = dict(spec)
     name = spec.pop("name", None)
@@ -110,11 +196,60 @@ def build_schedules(opt, spec: dict, scale: Scaler):
     return out
 
 
+class Scaler:
+    """Epoch counts scaled by --epochs-scale (at least 1)."""
+
+    def __init__(self, scale: float):
+        if scale <= 0:
+            raise ConfigError(f"--epochs-scale must be positive, got {scale}")
+        self.scale = scale
+
+    def __call__(self, epochs):
+        return max(1, int(round(epochs * self.scale)))
+
+
 def _lambda(spec: dict, scale: Scaler) -> LinearAnneal:
     lam = spec.get("lam", [4.0, 0.0])
     lam = lam if isinstance(lam, list) else [lam, lam]
     e0, e1 = spec.get("lam_epochs", [5, 150])
     return LinearAnneal(lam[0], lam[1], (scale(e0), scale(e1)))
+
+
+DATA = Table("[data]",
+             name=Key(str, "dataset", choices=tuple(DATASETS)),
+             valid=Key(int, "validation examples held out of the training split", "the dataset's usual", min=1),
+             preprocess=Key(list, "steps fitted on the training part: names or { kind = ..., options }",
+                            '["scale01"]', check=lambda v: _preprocess_problem(v)),
+             augment=Key(dict, "training augmentation", "{}",
+                         table=Table("augment", translate=Key(int, "pad-and-crop shift in pixels", "0", min=0),
+                                     flip=Key(bool, "random horizontal mirror", "false"))),
+             options=Key(dict, "loader options: cifar format, test_file; cifar100 labels; folder channels", "{}",
+                         table=Table("options", format=Key(str, "file format", "whichever is found",
+                                                           choices=("binary", "python")),
+                                     test_file=Key(str, "a binary test file by name", "test_batch.bin"),
+                                     labels=Key(str, "CIFAR-100 labels", "fine", choices=("fine", "coarse")),
+                                     channels=Key(int, "image-folder channels", "auto", choices=(1, 3)))),
+             limits=Key(dict, "use only the first N images of a split (quick runs)", "all",
+                        table=Table("limits", **{k: Key(int, f"{k} images", "all", min=1)
+                                                 for k in ("train", "valid", "test")})),
+             fetch=Key(bool, "download the dataset when it is missing", "true for mnist, fashion-mnist"),
+             precompute=Key(bool, "apply the preprocessing once to the whole set", "true with zca"))
+
+
+def _preprocess_problem(steps):
+    for step in steps:
+        step = {"kind": step} if isinstance(step, str) else step
+        if not isinstance(step, dict) or step.get("kind") not in P.Transform._kinds:
+            kind = step.get("kind") if isinstance(step, dict) else step
+            return f"unknown step {kind!r}{_nearest(str(kind), P.Transform._kinds)}; known: {sorted(P.Transform._kinds)}"
+        import inspect
+        known = [p for p in inspect.signature(P.Transform._kinds[step["kind"]]).parameters]
+        for k, v in step.items():
+            if k != "kind" and k not in known:
+                return f"step {step['kind']!r}: unknown key {k!r}{_nearest(k, known)} (known: {', '.join(known) or 'none'})"
+            if k != "kind" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                return f"step {step['kind']!r}: {k!r} must be a number, got {v!r}"
+    return None
 
 
 def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print):
@@ -185,6 +320,65 @@ def _apply_lr_scale(model, spec):
             p.lr_scale = float(spec["lr_scale"])
 
 
+RUN = Table("[run]",
+            seed=Key(int, "seed of initialisation, dropout, shuffling and augmentation", "0"),
+            batch_size=Key(int, "training batch size", "128", min=1),
+            checkpoint_minutes=Key(float, "write last.npz inside an epoch at this interval (0: every step)",
+                                   "5", min=0))
+# keys every trained table reads (Runner._fit, teacher(), student())
+TRAINED = dict(model=Key(str, "model name (minifit summary lists them)"),
+               model_options=Key(dict, "keyword arguments of the model builder, e.g. { irange = 0.05 }", "{}"),
+               epochs=Key(int, "epochs (scaled by --epochs-scale)", min=1),
+               patience=Key(int, "early stop after this many epochs without a better validation error "
+                                 "(scaled)", "none", min=1),
+               optimizer=OPTIMIZER,
+               lr_scale=Key(float, "learning-rate factor of every parameter", "1", gt=0),
+               **SCHEDULES)
+TEACHER = Table("[teacher]", **TRAINED,
+                checkpoint=Key(str, "a teacher trained by another run (its best.npz): no training", "none"))
+TEACHER.keys["epochs"] = Key(int, TRAINED["epochs"].doc + "; not with checkpoint", "required unless checkpoint",
+                             min=1)
+TEACHER.keys["optimizer"] = Key(dict, OPTIMIZER.doc, "required unless checkpoint", check=OPTIMIZER.check)
+KD_KEYS = dict(tau=Key(float, "temperature tau of the softened outputs", "3", gt=0),
+               lam=Key((float, list), "lambda: a number, or [start, end] annealed linearly over lam_epochs",
+                       "[4, 0]", min=0),
+               lam_epochs=Key(list, "[first, last] epoch of the lambda anneal (scaled)", "[5, 150]", min=0),
+               hinton=Key(bool, "Hinton's tau^2-scaled KD term instead of the FitNets form", "false"))
+STAGE = Table("stage", epochs=TRAINED["epochs"], patience=TRAINED["patience"],
+              optimizer=Key(dict, "this stage's optimizer", "the student's", check=OPTIMIZER.check), **SCHEDULES)
+STUDENT_KEYS = dict(label=Key(str, "row name in the report, output folder student-<label>", "the method"),
+                    method=Key(str, "how the student is trained", choices=STUDENT_METHODS), **TRAINED)
+STUDENT = Table("[[student]]", **STUDENT_KEYS)
+FITNETS_KEYS = dict(guided=Key(str, "student layer guided by the hint (a layer of its model)", "model.hint"),
+                    hint=Key(str, "teacher layer giving the hint (a layer of its model)", "teacher.hint"),
+                    regressor=Key(str, "regressor kind", "conv", choices=("conv", "fc")),
+                    stage1=Key(dict, "hint stage (FitNets Algorithm 1, stage 1)", "{}", table=STAGE),
+                    stage2=Key(dict, "KD stage", "the student table itself",
+                               table=STAGE.extend("stage2", **KD_KEYS, pretrained_lr_scale=Key(
+                                   float, "lr factor of the hint-trained layers in stage 2", "1", gt=0))))
+STUDENT_TABLES = {"backprop": STUDENT.extend("[[student]] backprop"),
+                  "kd": STUDENT.extend("[[student]] kd", **KD_KEYS),
+                  "fitnets": STUDENT.extend("[[student]] fitnets", **KD_KEYS, **FITNETS_KEYS),
+                  "adversarial": STUDENT.extend("[[student]] adversarial", **adversarial_keys(OPTIMIZER, SCHEDULES))}
+STUDENT_TABLES["fitnets"].keys["epochs"] = Key(int, TRAINED["epochs"].doc, "stage1.epochs; stage2.epochs or "
+                                                "this", min=1)
+PAPER = Table("[paper]", open=True)   # row label -> { test_err = ... }: free labels
+def keys_table() -> str:
+    """Every key of an experiment file, as the README's table (the [[student]] rows of
+    each method list only the keys beyond the common ones)."""
+    from .schema import markdown
+    common = set(STUDENT.keys)
+    methods = [(t, common - {"epochs"} if m == "fitnets" else common) for m, t in STUDENT_TABLES.items()]
+    return markdown([RUN, DATA, TEACHER, STUDENT, *methods, PAPER])
+
+
+FILE = Table("the file", run=Key(dict, "run settings", "{}", table=RUN),
+             data=Key(dict, "dataset, split, preprocessing", table=DATA),
+             teacher=Key(dict, "the teacher", table=TEACHER),
+             student=Key(list, "students, one table each", "[]"),
+             paper=Key(dict, "the paper's figures by row label", "{}", table=PAPER))
+
+
 # -- the stages -------------------------------------------------------------------------
 class Runner:
     def __init__(self, cfg, out_dir, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
@@ -203,7 +397,8 @@ class Runner:
         patience = spec.get("patience")
         return fit(method, self.splits["train"], self.splits["valid"], epochs, self.out / folder,
                    patience=None if patience is None else self.scale(patience), resume=self.resume,
-                   log=self.log, progress=self.progress, name=name)
+                   log=self.log, progress=self.progress, name=name,
+                   checkpoint_minutes=self.cfg.get("run", {}).get("checkpoint_minutes", 5.0))
 
     def _record(self, label, method_name, model, fits, extra=None):
         test_err = error_rate(model, self.splits["test"])
@@ -361,6 +556,11 @@ def write_reports(summary: dict, out: Path):
     from .tables import grouped_tables  # rows with a "tables" field: extra sections (adversarial KD)
     lines += grouped_tables(summary)
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    from .plot import plot_curves
-    plot_curves({r["label"]: r["curve"] for r in summary["results"]}, out / "curves.png",
-                title="validation error per epoch", ylabel="valid error %")
+    from .plot import plot_panels
+    from .tables import table_groups
+    groups = [(title, rows) for _, title, rows in table_groups(summary)]
+    rest = [r for r in summary["results"] if not r.get("tables")]
+    if rest or not groups:
+        groups.append(("validation error per epoch" if not groups else "other rows", rest))
+    plot_panels([(title, {r["label"]: r["curve"] for r in rows}) for title, rows in groups], out / "curves.png",
+                ylabel="valid error %")

@@ -107,8 +107,10 @@ def test_resume_of_a_finished_run_retrains_nothing(tiny_run, data_root, capsys):
 
 def test_config_errors_name_the_key(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[data]\nname = "mnist"\n[teacher]\nmodel = "mnist-teacher"\n[[student]]\nmethod = "magic"\n')
-    with pytest.raises(ConfigError, match="method must be one of backprop, kd, fitnets, adversarial, got 'magic'"):
+    bad.write_text('[data]\nname = "mnist"\n[teacher]\nmodel = "mnist-teacher"\nepochs = 1\n'
+                   'optimizer = { name = "sgd", lr = 0.1 }\n[[student]]\nmethod = "magic"\n')
+    with pytest.raises(ConfigError, match=r"\[\[student\]\] #1 'method' must be one of backprop, kd, fitnets, "
+                                          r"adversarial; got 'magic'"):
         load_config(bad)
     bad.write_text("[data\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

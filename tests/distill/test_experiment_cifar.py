@@ -29,21 +29,23 @@ method = "{method}"
 model = "{model}"
 lr_scale = 0.05
 optimizer = {{ name = "rmsprop", lr = 0.005 }}
-epochs = 1
-stage1 = {{ epochs = 1 }}
-stage2 = {{ epochs = 1, tau = 3.0, lam = [4.0, 1.0], lam_epochs = [1, 2] }}
+{student_extra}
 """
+FITNETS = """stage1 = { epochs = 1 }
+stage2 = { epochs = 1, tau = 3.0, lam = [4.0, 1.0], lam_epochs = [1, 2] }"""
 
 
 @pytest.fixture(scope="module")
 def cifar_runs(tmp_path_factory, data_root):
     folder = tmp_path_factory.mktemp("cifar")
     first = folder / "fitnet1.toml"
-    first.write_text(BASE.format(teacher_extra="", label="fitnets", method="fitnets", model="fitnet-1"))
+    first.write_text(BASE.format(teacher_extra="", label="fitnets", method="fitnets", model="fitnet-1",
+                                 student_extra=FITNETS))
     s1 = run_experiment(first, folder / "a", data_dir=data_root, log=lambda s: None, progress=False)
     second = folder / "depth.toml"
     second.write_text(BASE.format(teacher_extra=f'checkpoint = "{folder / "a" / "teacher" / "best.npz"}"',
-                                  label="5-layers-kd", method="kd", model="depth-5-30m"))
+                                  label="5-layers-kd", method="kd", model="depth-5-30m",
+                                  student_extra="epochs = 1"))
     s2 = run_experiment(second, folder / "b", data_dir=data_root, log=lambda s: None, progress=False)
     return folder, s1, s2
 
@@ -69,6 +71,6 @@ def test_second_experiment_reuses_the_teacher(cifar_runs):
 def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path, data_root):
     cfg = tmp_path / "x.toml"
     cfg.write_text(BASE.format(teacher_extra='checkpoint = "nowhere/best.npz"', label="kd", method="kd",
-                               model="depth-5-30m"))
+                               model="depth-5-30m", student_extra="epochs = 1"))
     with pytest.raises(FileNotFoundError, match="checkpoint nowhere/best.npz does not exist: train the teacher first"):
         run_experiment(cfg, tmp_path / "o", data_dir=data_root, log=lambda s: None, progress=False)
