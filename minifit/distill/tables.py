@@ -12,7 +12,9 @@ def _fmt(v, spec=".2f"):
     return "-" if v is None else (format(v, spec) if isinstance(v, (int, float)) else str(v))
 
 
-def grouped_tables(summary: dict) -> list[str]:
+def table_groups(summary: dict) -> list[tuple[str, str, list]]:
+    """(name, title, rows) of every named table, in the order of ``[paper.tables]``, then
+    of first appearance (results.md's sections and curves.png's panels)."""
     paper = summary.get("paper", {}) or {}
     meta = paper.get("tables", {}) if isinstance(paper.get("tables"), dict) else {}
     order = [name for name in meta if any(name in (r.get("tables") or []) for r in summary["results"])]
@@ -20,9 +22,15 @@ def grouped_tables(summary: dict) -> list[str]:
         for name in r.get("tables", []) or []:
             if name not in order:
                 order.append(name)
+    return [(name, (meta.get(name) or {}).get("title", name) if isinstance(meta.get(name), dict) else name,
+             [r for r in summary["results"] if name in (r.get("tables") or [])]) for name in order]
+
+
+def grouped_tables(summary: dict) -> list[str]:
+    paper = summary.get("paper", {}) or {}
+    meta = paper.get("tables", {}) if isinstance(paper.get("tables"), dict) else {}
     lines = []
-    for name in order:
-        rows = [r for r in summary["results"] if name in (r.get("tables") or [])]
+    for name, _, rows in table_groups(summary):
         info = meta.get(name, {})
         timed = any("infer_s" in r for r in rows)
         adv = any(r.get("d_log") for r in rows)
