@@ -77,6 +77,16 @@ def save(path, model=None, optimizer=None, arrays=None, keep_previous=False, **m
             os.unlink(tmp)
 
 
+def remove_partial(folder):
+    """Delete the temporary files of writes a kill -9 cut short (``.tmp-*.npz``)."""
+    for name in os.listdir(folder):
+        if name.startswith(".tmp-") and name.endswith(".npz"):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
 def read(path) -> dict:
     """{'model': {...}, 'optim': {...}, 'data': {...}, 'meta': {...}} from a checkpoint
     file whose checksum matches (files written before checksums existed have none)."""

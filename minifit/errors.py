@@ -18,6 +18,7 @@ _OS_FIXES = {
     errno.EACCES: "make the folder writable or choose another --out",
     errno.EPERM: "make the folder writable or choose another --out",
     errno.EROFS: "the file system is read-only: choose another --out",
+    errno.ENOTDIR: "a file stands where a folder should be: choose another --out",
 }
 
 

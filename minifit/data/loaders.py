@@ -318,8 +318,10 @@ def _load_idx_dataset(name: str, classes: tuple[str, ...]):
         if len(images) != len(labels):
             raise DataFileError(lab_path, f"{len(labels)} labels for {len(images)} images in "
                                 f"{img_path.name}", fix)
-        if images.dtype != np.uint8 or labels.max(initial=0) >= len(classes):
-            raise DataFileError(lab_path, "labels out of range or images not uint8", fix)
+        if images.dtype != np.uint8:
+            raise DataFileError(img_path, f"images are {images.dtype}, not uint8 (wrong IDX type byte)", fix)
+        if labels.max(initial=0) >= len(classes):
+            raise DataFileError(lab_path, f"labels out of range 0..{len(classes) - 1}", fix)
         return Dataset(name, split, images[:, None], labels.astype(np.int64), classes,
                        (img_path, lab_path), img_path if split == "test" else None,
                        f"{_TITLES[name]} {split}")

@@ -25,15 +25,20 @@ def register(sub):
 
 
 def run(args):
+    from .loop import graceful_stop
+    with graceful_stop():   # first: a stop while the modules load is a clean stop too
+        return _run(args)
+
+
+def _run(args):
     from ..device import resolve
     from .experiment import run_experiment
-    from .loop import graceful_stop
     resolve(args.device)  # fail fast, before any data is read, when the device is unusable
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
     args.resume_command = resume_command(args, out)
     log_path = out / "log.txt"
     out.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log_file, graceful_stop():
+    with open(log_path, "a") as log_file:
         def log(msg):
             print(msg, flush=True)
             log_file.write(msg + "\n")

@@ -119,8 +119,10 @@ def _optimizer_problem(spec: dict):
     import inspect
     name = spec.get("name")
     table = {"sgd": optim.SGD, "rmsprop": optim.RMSProp, "adam": optim.Adam}
+    if name is None:
+        return f"missing key 'name' ({', '.join(table)})"
     if not isinstance(name, str) or name.lower() not in table:
-        return f"'name' must be one of {', '.join(table)}; got {name!r}"
+        return f"'name' must be one of {', '.join(table)}; got {name!r}{_nearest(str(name), table)}"
     sig = inspect.signature(table[name.lower()])
     known = [p for p in sig.parameters if p != "params"]
     for k, v in spec.items():

@@ -40,10 +40,13 @@ class StopRequested(Exception):
 
 
 class graceful_stop:
-    """``with graceful_stop():`` SIGTERM and SIGINT only set ``graceful_stop.requested``
-    (their name), which ``fit`` reads after each step; a second signal stops at once."""
+    """``with graceful_stop():`` SIGTERM and SIGINT during training (``fit``) only set
+    ``graceful_stop.requested`` (their name), which ``fit`` reads after each step; outside
+    training (loading data, teacher outputs, reports: nothing to save) they raise
+    StopRequested at once. A second signal stops at once."""
 
     requested = None
+    training = False   # set by fit while a step's work would be lost
 
     def __enter__(self):
         graceful_stop.requested = None
@@ -54,11 +57,14 @@ class graceful_stop:
         return self
 
     def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
         if graceful_stop.requested is not None:   # the second one: stop now, as without us
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        graceful_stop.requested = signal.Signals(signum).name
+        graceful_stop.requested = name
+        if not graceful_stop.training:
+            raise StopRequested(name, "outside training (every finished step is saved)", None)
 
     def __exit__(self, *exc):
         for sig, handler in self.old.items():
@@ -145,6 +151,7 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         last_path, best_path = os.path.join(out_dir, "last.npz"), os.path.join(out_dir, "best.npz")
+        checkpoint.remove_partial(out_dir)
         if resume and (os.path.exists(last_path) or os.path.exists(checkpoint.previous(last_path))):
             ckpt = checkpoint.read_latest(last_path, log)
             method.load_checkpoint(ckpt)
@@ -165,7 +172,6 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
             else:
                 log(f"[{name}] resuming after epoch {meta['epoch']} of {epochs}")
     step = sum(h.get("steps", 0) for h in result.history)
-    best_in_memory = None  # without out_dir the best weights are kept here
     every = None if out_dir is None else 60.0 * checkpoint_minutes
     last_saved = time.monotonic()
 
@@ -180,71 +186,76 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
                     seconds=result.seconds, position=position, **flags)
         last_saved = time.monotonic()
 
-    for epoch in range(start_epoch, epochs + 1):
-        t0 = time.perf_counter()
-        method.on_epoch_start(epoch)
-        first, sums, count = 0, {}, 0
-        batches = train.batches(epoch)
-        if at is not None:   # the rest of an epoch stopped inside
-            first, sums, count = at["batch"], at["sums"], at["count"]
-            t0 -= at["elapsed"]
-            batches = train.batches(epoch, first, at["order"], at["batch_rng"])
-            at = None
-        bar = Progress(train.num_batches, f"[{name}] epoch {epoch}/{epochs}", enabled=progress)
-        for i, (idx, x, y) in enumerate(batches, start=first):
-            logs = method.step(idx, x, y)
-            step += 1
-            loss = logs["loss"]
-            if not math.isfinite(loss):
-                bar.close()
-                raise NonFiniteError(
-                    f"[{name}] epoch {epoch}, step {step}: the loss is {loss}; first non-finite: "
-                    f"{locate_nonfinite(method.model, x)}. Lower the learning rate or check the input scaling.")
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            bar.update(i + 1, f"loss {sums['loss'] / count:.4f}")
-            stop = graceful_stop.requested
-            if every is not None and (stop or time.monotonic() - last_saved >= every):
-                save_last(epoch - 1, {"epoch": epoch, "batch": i + 1, "sums": sums, "count": count,
-                                      "elapsed": time.perf_counter() - t0})
-            if stop:
-                bar.close()
-                raise StopRequested(stop, f"[{name}] after batch {i + 1} of {train.num_batches} in epoch {epoch}",
-                                    last_path)
-        bar.close()
-        method.on_epoch_end(epoch)
-        metric, vlogs = method.validate(valid)
-        seconds = time.perf_counter() - t0
-        result.seconds += seconds
-        row = {"epoch": epoch, "steps": count, "seconds": round(seconds, 2), "valid_metric": metric,
-               **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}, **vlogs, **method.epoch_logs()}
-        result.history.append(row)
-        improved = metric < result.best_metric
-        if improved:
-            result.best_metric, result.best_epoch = metric, epoch
-        log(f"[{name}] epoch {epoch:3d}/{epochs} " + " ".join(
-            f"{k[6:] if k.startswith('train_') else k} {_fmt(v)}" for k, v in row.items()
-            if k not in ("epoch", "steps", "seconds", "valid_metric")) + f" ({seconds:.1f}s){' *' if improved else ''}")
-        waited = epoch - result.best_epoch
-        stop = patience is not None and waited >= patience
-        if out_dir is None and improved:
-            best_in_memory = method.state()
-        if out_dir is not None:
+    graceful_stop.training = True   # a signal from here on waits for the step to finish
+    try:
+        best_in_memory = None  # without out_dir the best weights are kept here
+        for epoch in range(start_epoch, epochs + 1):
+            t0 = time.perf_counter()
+            method.on_epoch_start(epoch)
+            first, sums, count = 0, {}, 0
+            batches = train.batches(epoch)
+            if at is not None:   # the rest of an epoch stopped inside
+                first, sums, count = at["batch"], at["sums"], at["count"]
+                t0 -= at["elapsed"]
+                batches = train.batches(epoch, first, at["order"], at["batch_rng"])
+                at = None
+            bar = Progress(train.num_batches, f"[{name}] epoch {epoch}/{epochs}", enabled=progress)
+            for i, (idx, x, y) in enumerate(batches, start=first):
+                logs = method.step(idx, x, y)
+                step += 1
+                loss = logs["loss"]
+                if not math.isfinite(loss):
+                    bar.close()
+                    raise NonFiniteError(
+                        f"[{name}] epoch {epoch}, step {step}: the loss is {loss}; first non-finite: "
+                        f"{locate_nonfinite(method.model, x)}. Lower the learning rate or check the input scaling.")
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                bar.update(i + 1, f"loss {sums['loss'] / count:.4f}")
+                stop = graceful_stop.requested
+                if every is not None and (stop or time.monotonic() - last_saved >= every):
+                    save_last(epoch - 1, {"epoch": epoch, "batch": i + 1, "sums": sums, "count": count,
+                                          "elapsed": time.perf_counter() - t0})
+                if stop:
+                    bar.close()
+                    raise StopRequested(stop, f"[{name}] after batch {i + 1} of {train.num_batches} in epoch {epoch}",
+                                        last_path)
+            bar.close()
+            method.on_epoch_end(epoch)
+            metric, vlogs = method.validate(valid)
+            seconds = time.perf_counter() - t0
+            result.seconds += seconds
+            row = {"epoch": epoch, "steps": count, "seconds": round(seconds, 2), "valid_metric": metric,
+                   **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}, **vlogs, **method.epoch_logs()}
+            result.history.append(row)
+            improved = metric < result.best_metric
             if improved:
-                method.save(best_path, epoch=epoch)
-            save_last(epoch, done=stop or epoch == epochs, stopped_early=stop)
-        if stop:
-            result.stopped_early = True
-            log(f"[{name}] early stop: no improvement for {waited} epochs (best epoch {result.best_epoch})")
-            break
-        if graceful_stop.requested:
-            raise StopRequested(graceful_stop.requested, f"[{name}] after epoch {epoch} of {epochs}", last_path)
-    if best_path is not None and os.path.exists(best_path):
-        method.load(best_path)
-    elif best_in_memory is not None:
-        method.restore(best_in_memory)
-    return result
+                result.best_metric, result.best_epoch = metric, epoch
+            log(f"[{name}] epoch {epoch:3d}/{epochs} " + " ".join(
+                f"{k[6:] if k.startswith('train_') else k} {_fmt(v)}" for k, v in row.items()
+                if k not in ("epoch", "steps", "seconds", "valid_metric")) + f" ({seconds:.1f}s){' *' if improved else ''}")
+            waited = epoch - result.best_epoch
+            stop = patience is not None and waited >= patience
+            if out_dir is None and improved:
+                best_in_memory = method.state()
+            if out_dir is not None:
+                if improved:
+                    method.save(best_path, epoch=epoch)
+                save_last(epoch, done=stop or epoch == epochs, stopped_early=stop)
+            if stop:
+                result.stopped_early = True
+                log(f"[{name}] early stop: no improvement for {waited} epochs (best epoch {result.best_epoch})")
+                break
+            if graceful_stop.requested:
+                raise StopRequested(graceful_stop.requested, f"[{name}] after epoch {epoch} of {epochs}", last_path)
+        if best_path is not None and os.path.exists(best_path):
+            method.load(best_path)
+        elif best_in_memory is not None:
+            method.restore(best_in_memory)
+        return result
+    finally:
+        graceful_stop.training = False
 
 
 def _fmt(v):

@@ -58,7 +58,8 @@ class Key:
             raise ConfigError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}"
                               + _nearest(str(value), self.choices))
         if self.table is not None and isinstance(value, dict):
-            self.table.check(value, where.replace("'", ""))
+            top = self.table.title.startswith("[")   # [run], [data]...: named by their own title
+            self.table.check(value, self.table.title if top else where.replace("'", ""))
         if self.check is not None:
             problem = self.check(value)
             if problem:
