@@ -1,6 +1,7 @@
-"""The maxout networks of the FitNets paper, exactly as ../shared/reference/fitnets-spec.md
-gives them: the MNIST, CIFAR-10 and SVHN teachers, the MNIST FitNet, CIFAR FitNets 1-4 and
-the depth-experiment networks. Layer names are h0, h1, ... (0-based, as the released
+"""The maxout networks of the FitNets paper (Romero et al., ICLR 2015, arXiv 1412.6550) as
+the paper and the authors' released training configurations give them: the MNIST,
+CIFAR-10 and SVHN teachers, the MNIST FitNet, CIFAR FitNets 1-4 and the depth-experiment
+networks. Layer names are h0, h1, ... (0-based, as the released
 configs) and y for the softmax layer; dropout layers are named d0, d1, ... before the layer
 they feed. Biases are one per output map ("tied")."""
 from __future__ import annotations
