@@ -5,6 +5,7 @@ import kernels as K
 
 from ..tensor import Tensor, as_tensor, records
 from . import _check
+from .pool import pool_window
 
 
 def _conv_args(x, w, b, stride, padding):
@@ -45,7 +46,11 @@ def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
     Backward (kernels.conv2d_backward): dW = sum_n dY_n im2col(x_n)^T, dx = col2im(W^T dY),
     db = dY summed over n, i, j (tied) or over n only (untied).
     """
-    x, w, b, stride, pad = _conv_args(x, w, b, stride, padding)
+    return _conv2d(*_conv_args(x, w, b, stride, padding))
+
+
+def _conv2d(x, w, b, stride, pad) -> Tensor:
+    """conv2d on checked arguments."""
     y = K.conv2d_forward(x.data, w.data, None if b is None else b.data, stride, pad)
 
     def backward(g):
@@ -70,18 +75,11 @@ def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_str
     if pieces < 1 or O % pieces:
         _check.fail("maxout_conv2d", f"the conv's {O} output maps must be a multiple of pieces={pieces}")
     if pool is None and pieces == 1:
-        return conv2d(x, w, b, stride, pad)
+        return _conv2d(x, w, b, stride, pad)
     z_shape = (N, O, K.conv_output_size(H, kh, stride[0], pad[0]), K.conv_output_size(W, kw, stride[1], pad[1]))
     k = s = None
     if pool is not None:
-        k = K.pair(pool, "kernel_size")
-        s = K.pair(k if pool_stride is None else pool_stride, "stride")
-        if min(k) < 1 or min(s) < 1:
-            _check.fail("maxout_conv2d", f"kernel_size and stride must be >= 1, got {k} and {s}")
-        for size, kk in zip(z_shape[2:], k):
-            if size < kk and not ceil_mode:
-                _check.fail("maxout_conv2d", f"window {k} is larger than the input {z_shape[2:]} (floor mode); "
-                                             f"use ceil_mode=True or a smaller window")
+        k, s = pool_window("maxout_conv2d", z_shape[2:], pool, pool_stride, ceil_mode)
     parents = (x, w) if b is None else (x, w, b)
     # with no graph recorded the backward kernels (which expect CNHW) never run: the
     # forward may return its fastest layout

@@ -8,6 +8,7 @@ Families register a builder for a name or a name pattern (e.g. ``wrn-D-M``).
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 
@@ -126,3 +127,21 @@ class Network(Sequential):
             mults += round(m * ratio)
         return params, mults
 
+
+
+def inference_seconds(net, batch: int = 100, repeats: int = 5) -> float:
+    """Median wall seconds of one eval-mode forward pass of ``net`` over ``batch`` random
+    images, after a warm-up pass (JIT compilation, buffers), as the papers' tables report
+    CPU time per batch of 100. The network's training mode is restored."""
+    was_training = net.training
+    net.eval()
+    x = Tensor(np.random.default_rng(0).standard_normal((batch,) + tuple(net.input_shape)).astype(np.float32))
+    times = []
+    with no_grad():
+        net(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t0)
+    net.train(was_training)
+    return float(np.median(times))

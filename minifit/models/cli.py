@@ -2,11 +2,7 @@
 papers' figures beside ours, and measured CPU inference time against the teacher."""
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
-from . import build, names
+from . import build, inference_seconds, names
 from .paper import FIGURES, teacher_for
 
 
@@ -25,21 +21,6 @@ def register(sub):
     p.add_argument("--layers", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="print the per-layer table (default on)")
     p.set_defaults(func=run)
-
-
-def inference_seconds(net, batch: int = 100, repeats: int = 3) -> float:
-    """Median wall seconds of one forward pass over ``batch`` random images (eval mode)."""
-    from ..tensor import Tensor, no_grad
-    x = Tensor(np.random.default_rng(0).standard_normal((batch,) + net.input_shape).astype(np.float32))
-    net.eval()
-    times = []
-    with no_grad():
-        net(x)  # warm-up: JIT compilation and buffer allocation
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def _num(v) -> str:

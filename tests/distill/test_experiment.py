@@ -265,8 +265,8 @@ def test_teacher_from_a_weights_file(tmp_path, data_root, capsys):
 def test_lambda_anneal_of_the_pytorch_protocol():
     """lam_epochs = [2.5, 16] gives, with e = epoch - 1 epochs completed, 4 while e < 1.5,
     4 (15 - e) / 13.5 after, 0 from e = 15 (experiments/mnist-fitnets-pytorch-teacher.toml)."""
-    from minifit.distill.experiment import Scaler, _lambda
-    lam = _lambda({"lam": [4.0, 0.0], "lam_epochs": [2.5, 16]}, Scaler(1.0))
+    from minifit.distill.config import Scaler, build_lambda
+    lam = build_lambda({"lam": [4.0, 0.0], "lam_epochs": [2.5, 16]}, Scaler(1.0))
     for epoch in range(1, 51):
         e = epoch - 1
         want = 4.0 if e < 1.5 else max(0.0, 4 * (15 - e) / 13.5)
