@@ -15,12 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 import kernels as K
-from .errors import UnknownNameError
+from .errors import UnknownNameError, UserError
 
 DEVICES = ("cpu", "cuda", "auto")
 
 
-class DeviceUnavailable(ValueError):
+class DeviceUnavailable(UserError, ValueError):
     """The requested device cannot be used here (a one-line, user-fixable reason)."""
 
 
@@ -37,10 +37,6 @@ def resolve(device="cpu") -> str:
     if not avail:
         raise DeviceUnavailable(f"device 'cuda' is not usable: {avail.reason}")
     return "cuda"
-
-
-def is_cuda(array) -> bool:
-    return K.is_device_array(array)
 
 
 def device_of(array) -> str:

@@ -24,11 +24,7 @@ _OS_FIXES = {
 
 def describe(e: BaseException) -> str | None:
     """The one-line message for an error the user can fix, or None for an internal error."""
-    from .data.errors import DataFileError
-    from .data.fetch import DownloadError
-    from .device import DeviceUnavailable
-    from .distill.loop import NonFiniteError
-    if isinstance(e, (UserError, DataFileError, DownloadError, DeviceUnavailable, NonFiniteError)):
+    if isinstance(e, UserError):   # (data files, downloads, devices, configs, checkpoints, NaN losses)
         return str(e)
     if isinstance(e, OSError) and e.errno in _OS_FIXES:
         where = f" ({e.filename})" if e.filename else ""

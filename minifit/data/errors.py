@@ -3,9 +3,10 @@ the fix, so no loader builds its own message."""
 from __future__ import annotations
 
 from pathlib import Path
+from ..errors import UserError
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError, ValueError):
     """A dataset file is truncated, corrupt, not in the expected format, or fails its
     checksum. ``str(e)`` reads ``"<path>: <problem>. Fix: <fix>"``."""
 

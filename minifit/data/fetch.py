@@ -25,13 +25,13 @@ from pathlib import Path
 from .errors import DataFileError
 from .loaders import content_digest, find_file
 from .registry import SOURCES, Content, Source, data_root, dataset_dirs
-from ..errors import UnknownNameError
+from ..errors import UnknownNameError, UserError
 
 DEFAULT_TIMEOUT = 10.0  # seconds to connect / between bytes: fail fast when offline
 _CHUNK = 1 << 16
 
 
-class DownloadError(ConnectionError):
+class DownloadError(UserError, ConnectionError):
     """No URL of a file could be reached. The message names the URLs tried and where to put
     the file by hand."""
 

@@ -3,7 +3,7 @@
 
 File layout (see experiments/mnist-fitnets.toml)::
 
-    [run]      seed, batch_size
+    [run]      seed, batch_size, checkpoint_minutes
     [data]     name, valid, preprocess = [...], augment = {...}, options, limits
     [teacher]  model, epochs, patience, optimizer = {...}, schedules
     [[student]] label, method = backprop | kd | fitnets, model, epochs, optimizer, ...
@@ -15,7 +15,6 @@ epochs), so the same file runs on a laptop budget or at the paper's length.
 from __future__ import annotations
 
 import json
-import math
 import time
 import tomllib
 from pathlib import Path
@@ -30,26 +29,19 @@ from ..data.loaders import load, train_val_split
 from ..device import resolve
 from .. import models as M
 from ..models.regressor import for_networks
-from .. import optim
 from .. import checkpoint
+from . import adversarial
+from .config import (LAMBDA_KEYS, OPTIMIZER, SCHEDULES, ConfigError, Scaler, apply_lr_scale, build_lambda,
+                     build_optimizer, build_schedules, require)
 from .loop import FitResult, fit
-from .methods import KD, Backprop, Hints, LinearAnneal, TeacherOutputs, error_rate
-from .schema import ConfigError, Key, Table, _nearest
+from .methods import KD, Backprop, Hints, TeacherOutputs, error_rate
+from .schema import Key, Table, markdown, nearest
 from .splits import Split
-from .adversarial import student_keys as adversarial_keys
-
-
-STUDENT_METHODS = ("backprop", "kd", "fitnets", "adversarial")
-
-
-def _require(table: dict, key: str, where: str):
-    if key not in table:
-        raise ConfigError(f"{where}: missing key {key!r}")
-    return table[key]
+from .tables import grouped_tables
 
 
 def load_config(path) -> dict:
-    """The experiment file as a dict, every key checked against the schema below."""
+    """The experiment file as a dict, every key checked against the schema (check_config)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"experiment file {path} does not exist")
@@ -66,13 +58,13 @@ def load_config(path) -> dict:
 
 
 def check_config(cfg: dict):
-    """Every table's keys, types and ranges (the schema tables beside the code that reads
-    them), and the layers named in [[student]] tables against the models."""
+    """Every table's keys, types and ranges (the schema tables, each declared beside the
+    code that reads it), and the layers named in [[student]] tables against the models."""
     FILE.check(cfg, "the file")
     teacher = cfg["teacher"]
-    if "checkpoint" not in teacher:
+    if "checkpoint" not in teacher and "weights" not in teacher:
         for key in ("epochs", "optimizer"):
-            _require(teacher, key, "[teacher]")
+            require(teacher, key, "[teacher]")
     tnames = _layer_names(teacher, "[teacher]")
     labels = set()
     for i, s in enumerate(cfg.get("student", [])):
@@ -80,7 +72,7 @@ def check_config(cfg: dict):
             raise ConfigError(f"[[student]] #{i + 1} must be a table")
         name = s.get("label", s.get("method") if s.get("method") in STUDENT_METHODS else None)
         where = f"[[student]] {name!r}" if isinstance(name, str) else f"[[student]] #{i + 1}"
-        STUDENT_KEYS["method"].validate(_require(s, "method", where), f"{where} 'method'")
+        STUDENT_KEYS["method"].validate(require(s, "method", where), f"{where} 'method'")
         STUDENT_TABLES[s["method"]].check(s, where)
         label = s.get("label", s["method"])
         if label in labels or label == "teacher":
@@ -88,8 +80,8 @@ def check_config(cfg: dict):
                               "(it names the output folder and the report row)")
         labels.add(label)
         if s["method"] == "fitnets":
-            _require(s.get("stage1", {}), "epochs", f"{where} stage1")
-            _require(s.get("stage2", s), "epochs", f"{where} stage2" if "stage2" in s else where)
+            require(s.get("stage1", {}), "epochs", f"{where} stage1")
+            require(s.get("stage2", s), "epochs", f"{where} stage2" if "stage2" in s else where)
         snames = _layer_names(s, where)
         if s["method"] == "fitnets":
             for key, names, whose in (("guided", snames, "student"), ("hint", tnames, "teacher")):
@@ -103,120 +95,19 @@ def _layer_names(spec: dict, where: str) -> list:
     random state is kept as it was: building draws initial weights)."""
     state = mrandom.get_state()
     try:
-        net = M.build(spec["model"], 10, **spec.get("model_options", {}))
+        net = _build_model(spec, where, 10)
     except TypeError as e:
         raise ConfigError(f"{where} model_options: {e}") from None
-    except ValueError as e:
-        raise ConfigError(f"{where} {e}") from None
     finally:
         mrandom.set_state(state)
     return list(getattr(net, "names", []))
 
 
-# -- the schema: each key beside the code that reads it --------------------------------
-def _optimizer_problem(spec: dict):
-    """An optimizer table: name, then the optimizer's own keyword arguments."""
-    import inspect
-    name = spec.get("name")
-    table = {"sgd": optim.SGD, "rmsprop": optim.RMSProp, "adam": optim.Adam}
-    if name is None:
-        return f"missing key 'name' ({', '.join(table)})"
-    if not isinstance(name, str) or name.lower() not in table:
-        return f"'name' must be one of {', '.join(table)}; got {name!r}{_nearest(str(name), table)}"
-    sig = inspect.signature(table[name.lower()])
-    known = [p for p in sig.parameters if p != "params"]
-    for k, v in spec.items():
-        if k == "name":
-            continue
-        if k not in known:
-            return f"unknown key {k!r} for {name}{_nearest(k, known)} (known: name, {', '.join(known)})"
-        if k == "betas":
-            ok = isinstance(v, list) and len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v)
-            if not ok:
-                return f"'betas' must be two numbers in [0, 1), got {v!r}"
-            continue
-        if k == "nesterov":
-            if not isinstance(v, bool):
-                return f"'nesterov' must be true/false, got {v!r}"
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return f"{k!r} must be a number, got {v!r}"
-        if k == "lr" and v <= 0 or k != "lr" and v < 0:
-            return f"{k!r} must be {'> 0' if k == 'lr' else '>= 0'}, got {v!r}"
-        if k in ("momentum", "decay") and v >= 1:
-            return f"{k!r} must be below 1, got {v!r}"
-    if "lr" not in spec and sig.parameters["lr"].default is inspect.Parameter.empty:
-        return f"missing key 'lr' for {name}"
-    return None
-
-
-OPTIMIZER = Key(dict, "{ name = sgd / rmsprop / adam, lr, and that optimizer's keywords: sgd momentum, "
-                "nesterov, weight_decay; rmsprop decay, max_scaling; adam betas, eps, weight_decay }",
-                check=_optimizer_problem)
-SCHEDULES = dict(   # build_schedules reads these
-    momentum_ramp=Key(dict, "momentum from its initial value to final, linearly over epochs", "none",
-                      table=Table("momentum_ramp", final=Key(float, "final momentum", min=0),
-                                  start=Key(int, "first epoch", "1", min=1),
-                                  saturate=Key(int, "epoch it reaches final", "250", min=1))),
-    lr_decay=Key(dict, "exponential decay per update: lr = max(lr0 / factor^updates, min_lr)", "none",
-                 table=Table("lr_decay", factor=Key(float, "factor per update", min=1),
-                             min_lr=Key(float, "floor", "1e-6", min=0))),
-    lr_linear=Key(dict, "lr from lr0 at start to lr0 * factor at saturate (epochs), linearly", "none",
-                  table=Table("lr_linear", start=Key(int, "first epoch", "1", min=1),
-                              saturate=Key(int, "last epoch", min=1), factor=Key(float, "final factor", min=0))),
-    lr_step=Key(dict, "lr times gamma at each milestone epoch", "none",
-                table=Table("lr_step", milestones=Key(list, "epochs", min=1), gamma=Key(float, "factor", "0.1", gt=0))),
-)
-
-
-def build_optimizer(model_params, spec: dict, where: str):
-    spec = dict(spec)
-    name = spec.pop("name", None)
-    if name is None:
-        raise ConfigError(f"{where}: optimizer needs a name (sgd, rmsprop, adam)")
-    try:
-        return optim.build(name, model_params, **spec)
-    except TypeError as e:
-        raise ConfigError(f"{where}: bad optimizer settings {spec}: {e}") from None
-
-
-def build_schedules(opt, spec: dict, scale: Scaler):
-    """Schedules named in a [teacher] / [[student]] table."""
-    out = []
-    if "momentum_ramp" in spec:
-        r = spec["momentum_ramp"]
-        out.append(optim.MomentumRamp(opt, r["final"], scale(r.get("start", 1)), scale(r.get("saturate", 250))))
-    if "lr_decay" in spec:  # exponential, per update
-        r = spec["lr_decay"]
-        out.append(optim.ExponentialDecay(opt, r["factor"], r.get("min_lr", 1e-6)))
-    if "lr_linear" in spec:
-        r = spec["lr_linear"]
-        out.append(optim.LinearDecay(opt, scale(r.get("start", 1)), scale(r["saturate"]), r["factor"]))
-    if "lr_step" in spec:
-        r = spec["lr_step"]
-        out.append(optim.StepLR(opt, [scale(m) for m in r["milestones"]], r.get("gamma", 0.1)))
-    return out
-
-
-class Scaler:
-    """Epoch counts scaled by --epochs-scale (at least 1)."""
-
-    def __init__(self, scale: float):
-        if scale <= 0:
-            raise ConfigError(f"--epochs-scale must be positive, got {scale}")
-        self.scale = scale
-
-    def __call__(self, epochs):
-        return max(1, int(round(epochs * self.scale)))
-
-
-def _lambda(spec: dict, scale: Scaler) -> LinearAnneal:
-    lam = spec.get("lam", [4.0, 0.0])
-    lam = lam if isinstance(lam, list) else [lam, lam]
-    e0, e1 = spec.get("lam_epochs", [5, 150])
-    return LinearAnneal(lam[0], lam[1], (scale(e0), scale(e1)))
-
-
+RUN = Table("[run]",
+            seed=Key(int, "seed of initialisation, dropout, shuffling and augmentation", "0"),
+            batch_size=Key(int, "training batch size", "128", min=1),
+            checkpoint_minutes=Key(float, "write last.npz inside an epoch at this interval (0: every step)",
+                                   "5", min=0))
 DATA = Table("[data]",
              name=Key(str, "dataset", choices=tuple(DATASETS)),
              valid=Key(int, "validation examples held out of the training split", "the dataset's usual", min=1),
@@ -235,20 +126,22 @@ DATA = Table("[data]",
                         table=Table("limits", **{k: Key(int, f"{k} images", "all", min=1)
                                                  for k in ("train", "valid", "test")})),
              fetch=Key(bool, "download the dataset when it is missing", "true for mnist, fashion-mnist"),
-             precompute=Key(bool, "apply the preprocessing once to the whole set", "true with zca"))
+             precompute=Key(bool, "apply the preprocessing once to the whole set", "true with zca"),
+             drop_last=Key(bool, "skip a last partial training batch (PyTorch's drop_last)", "false"))
 
 
 def _preprocess_problem(steps):
+    import inspect
     for step in steps:
         step = {"kind": step} if isinstance(step, str) else step
         if not isinstance(step, dict) or step.get("kind") not in P.Transform._kinds:
             kind = step.get("kind") if isinstance(step, dict) else step
-            return f"unknown step {kind!r}{_nearest(str(kind), P.Transform._kinds)}; known: {sorted(P.Transform._kinds)}"
-        import inspect
-        known = [p for p in inspect.signature(P.Transform._kinds[step["kind"]]).parameters]
+            return f"unknown step {kind!r}{nearest(str(kind), P.Transform._kinds)}; known: {sorted(P.Transform._kinds)}"
+        known = list(inspect.signature(P.Transform._kinds[step["kind"]]).parameters)
         for k, v in step.items():
             if k != "kind" and k not in known:
-                return f"step {step['kind']!r}: unknown key {k!r}{_nearest(k, known)} (known: {', '.join(known) or 'none'})"
+                return (f"step {step['kind']!r}: unknown key {k!r}{nearest(k, known)} "
+                        f"(known: {', '.join(known) or 'none'})")
             if k != "kind" and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 return f"step {step['kind']!r}: {k!r} must be a number, got {v!r}"
     return None
@@ -258,7 +151,7 @@ def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print
     """(train, valid, test) Splits with preprocessing fitted on the training part only and
     saved to out_dir/preprocess.npz (reloaded on resume, so evaluation uses one transform)."""
     d = cfg["data"]
-    name = _require(d, "name", "[data]")
+    name = require(d, "name", "[data]")
     opts = d.get("options", {})
     try:
         full = load(name, "train", data_dir, **{k: v for k, v in opts.items() if k != "test_file"})
@@ -307,8 +200,10 @@ def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print
         augment.append(P.RandomFlip())
     bs = cfg.get("run", {}).get("batch_size", 128)
     seed = cfg.get("run", {}).get("seed", 0)
+    drop_last = d.get("drop_last", False)   # a last partial training batch is skipped (PyTorch's drop_last)
     splits = {k: Split(images[k], labels[k], bs, transform, augment if k == "train" else (), seed,
-                       title=t.title) for k, t in (("train", train), ("valid", valid), ("test", test))}
+                       title=t.title, drop_last=drop_last and k == "train")
+              for k, t in (("train", train), ("valid", valid), ("test", test))}
     meta = {"dataset": name, "train": splits["train"].title, "valid": splits["valid"].title,
             "test": splits["test"].title, "test_file": str(test.test_file or test.source_files[0]),
             "num_classes": full.num_classes, "preprocess": repr(pipeline), "augment": [repr(a) for a in augment],
@@ -316,73 +211,55 @@ def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print
     return splits, meta
 
 
-def _apply_lr_scale(model, spec):
-    if "lr_scale" in spec:
-        for p in model.parameters():
-            p.lr_scale = float(spec["lr_scale"])
+def _model_options(spec: dict, where: str) -> dict:
+    """The options models.build gets: ``model_options`` plus the table's ``bias`` key."""
+    opts = dict(spec.get("model_options", {}))
+    if "bias" in spec:
+        if spec["bias"] not in ("tied", "untied"):
+            raise ConfigError(f"{where}: bias must be \"tied\" or \"untied\", got {spec['bias']!r}")
+        opts["bias"] = spec["bias"]
+    return opts
 
 
-RUN = Table("[run]",
-            seed=Key(int, "seed of initialisation, dropout, shuffling and augmentation", "0"),
-            batch_size=Key(int, "training batch size", "128", min=1),
-            checkpoint_minutes=Key(float, "write last.npz inside an epoch at this interval (0: every step)",
-                                   "5", min=0))
-# keys every trained table reads (Runner._fit, teacher(), student())
+def _build_model(spec: dict, where: str, num_classes: int):
+    try:
+        return M.build(require(spec, "model", where), num_classes, **_model_options(spec, where))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+# keys every model table reads (_build_model, Runner.fit, the optimizer and schedule builders)
 TRAINED = dict(model=Key(str, "model name (minifit summary lists them)"),
                model_options=Key(dict, "keyword arguments of the model builder, e.g. { irange = 0.05 }", "{}"),
+               bias=Key(str, "conv biases of the maxout networks: one per map, or per map and position",
+                        "tied", choices=("tied", "untied")),
                epochs=Key(int, "epochs (scaled by --epochs-scale)", min=1),
                patience=Key(int, "early stop after this many epochs without a better validation error "
                                  "(scaled)", "none", min=1),
                optimizer=OPTIMIZER,
                lr_scale=Key(float, "learning-rate factor of every parameter", "1", gt=0),
                **SCHEDULES)
-TEACHER = Table("[teacher]", **TRAINED,
-                checkpoint=Key(str, "a teacher trained by another run (its best.npz): no training", "none"))
-TEACHER.keys["epochs"] = Key(int, TRAINED["epochs"].doc + "; not with checkpoint", "required unless checkpoint",
-                             min=1)
-TEACHER.keys["optimizer"] = Key(dict, OPTIMIZER.doc, "required unless checkpoint", check=OPTIMIZER.check)
-KD_KEYS = dict(tau=Key(float, "temperature tau of the softened outputs", "3", gt=0),
-               lam=Key((float, list), "lambda: a number, or [start, end] annealed linearly over lam_epochs",
-                       "[4, 0]", min=0),
-               lam_epochs=Key(list, "[first, last] epoch of the lambda anneal (scaled)", "[5, 150]", min=0),
-               hinton=Key(bool, "Hinton's tau^2-scaled KD term instead of the FitNets form", "false"))
-STAGE = Table("stage", epochs=TRAINED["epochs"], patience=TRAINED["patience"],
-              optimizer=Key(dict, "this stage's optimizer", "the student's", check=OPTIMIZER.check), **SCHEDULES)
-STUDENT_KEYS = dict(label=Key(str, "row name in the report, output folder student-<label>", "the method"),
-                    method=Key(str, "how the student is trained", choices=STUDENT_METHODS), **TRAINED)
-STUDENT = Table("[[student]]", **STUDENT_KEYS)
-FITNETS_KEYS = dict(guided=Key(str, "student layer guided by the hint (a layer of its model)", "model.hint"),
-                    hint=Key(str, "teacher layer giving the hint (a layer of its model)", "teacher.hint"),
-                    regressor=Key(str, "regressor kind", "conv", choices=("conv", "fc")),
-                    stage1=Key(dict, "hint stage (FitNets Algorithm 1, stage 1)", "{}", table=STAGE),
-                    stage2=Key(dict, "KD stage", "the student table itself",
-                               table=STAGE.extend("stage2", **KD_KEYS, pretrained_lr_scale=Key(
-                                   float, "lr factor of the hint-trained layers in stage 2", "1", gt=0))))
-STUDENT_TABLES = {"backprop": STUDENT.extend("[[student]] backprop"),
-                  "kd": STUDENT.extend("[[student]] kd", **KD_KEYS),
-                  "fitnets": STUDENT.extend("[[student]] fitnets", **KD_KEYS, **FITNETS_KEYS),
-                  "adversarial": STUDENT.extend("[[student]] adversarial", **adversarial_keys(OPTIMIZER, SCHEDULES))}
-STUDENT_TABLES["fitnets"].keys["epochs"] = Key(int, TRAINED["epochs"].doc, "stage1.epochs; stage2.epochs or "
-                                                "this", min=1)
-PAPER = Table("[paper]", open=True)   # row label -> { test_err = ... }: free labels
-def keys_table() -> str:
-    """Every key of an experiment file, as the README's table (the [[student]] rows of
-    each method list only the keys beyond the common ones)."""
-    from .schema import markdown
-    common = set(STUDENT.keys)
-    methods = [(t, common - {"epochs"} if m == "fitnets" else common) for m, t in STUDENT_TABLES.items()]
-    return markdown([RUN, DATA, TEACHER, STUDENT, *methods, PAPER])
-
-
-FILE = Table("the file", run=Key(dict, "run settings", "{}", table=RUN),
-             data=Key(dict, "dataset, split, preprocessing", table=DATA),
-             teacher=Key(dict, "the teacher", table=TEACHER),
-             student=Key(list, "students, one table each", "[]"),
-             paper=Key(dict, "the paper's figures by row label", "{}", table=PAPER))
+TEACHER = Table("[teacher]", **{
+    **TRAINED,
+    "epochs": Key(int, "epochs (scaled by --epochs-scale)", "required unless checkpoint or weights", min=1),
+    "optimizer": Key(dict, OPTIMIZER.doc, "required unless checkpoint or weights", check=OPTIMIZER.check)},
+                checkpoint=Key(str, "a teacher trained by another minifit run (its best.npz): no training", "none"),
+                weights=Key(str, "a teacher from a .safetensors / .npz file (e.g. PyTorch): no training", "none"),
+                rename=Key(dict, "with weights: { \"name in the file\" = \"minifit name\" }", "none",
+                           check=lambda r: None if all(isinstance(v, str) for v in r.values())
+                           else "must map names in the file to minifit names (strings)"))
 
 
 # -- the stages -------------------------------------------------------------------------
 class Runner:
+    """One experiment: the teacher, then each [[student]] by the method its table names.
+
+    What a student method (an entry of STUDENT_METHODS) may use: ``fit(method, spec,
+    folder, name)`` (the loop, with the table's epochs and patience scaled),
+    ``record(label, method_name, model, fits, extra)`` (the report row),
+    ``teacher_logits(teacher)`` (stored logits shared by the run's students), and the
+    attributes ``splits``, ``num_classes``, ``device``, ``scale`` and ``log``."""
+
     def __init__(self, cfg, out_dir, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
                  device="cpu"):
         self.cfg, self.out = cfg, Path(out_dir)
@@ -393,19 +270,24 @@ class Runner:
         self.splits, self.data_meta = prepare_data(cfg, data_dir, self.out, resume, log)
         self.num_classes = self.data_meta["num_classes"]
         self.results = []
+        self._stored_logits = None
 
-    def _fit(self, method, spec, folder, name):
-        epochs = self.scale(_require(spec, "epochs", name))
+    def fit(self, method, spec, folder, name):
+        """The training loop on ``method`` for the table ``spec`` (its epochs and patience,
+        scaled), checkpoints under ``out/folder``."""
+        epochs = self.scale(require(spec, "epochs", name))
         patience = spec.get("patience")
         return fit(method, self.splits["train"], self.splits["valid"], epochs, self.out / folder,
                    patience=None if patience is None else self.scale(patience), resume=self.resume,
                    log=self.log, progress=self.progress, name=name,
                    checkpoint_minutes=self.cfg.get("run", {}).get("checkpoint_minutes", 5.0))
 
-    def _record(self, label, method_name, model, fits, extra=None):
+    def record(self, label, method_name, model, fits, extra=None):
+        """Measure ``model``'s test error and add its row to the report."""
         test_err = error_rate(model, self.splits["test"])
         final = fits[-1]
         row = {"label": label, "method": method_name, "model": model.name, "params": model.num_params(),
+               "bias": getattr(model, "bias_kind", None),
                "paper_params": model.paper_counts()[0], "test_err": test_err,
                "valid_err": final.best_metric, "best_epoch": final.best_epoch,
                "epochs": [len(f.history) for f in fits], "seconds": [round(f.seconds, 1) for f in fits],
@@ -415,12 +297,27 @@ class Runner:
                  f"(best valid {final.best_metric:.2f}% at epoch {final.best_epoch})")
         return row
 
+    def teacher_logits(self, teacher) -> TeacherOutputs:
+        """The teacher's logits on the un-augmented training images, computed once per run
+        and shared by every student that asks (with augmentation: an approximation, see
+        minifit.distill.adversarial)."""
+        stored = self._stored_logits
+        if stored is None or stored.teacher is not teacher:
+            stored = TeacherOutputs(teacher, cache=True)
+            t0 = time.perf_counter()
+            stored.precompute("train", self.splits["train"])
+            self.log(f"[teacher] logits of the {len(self.splits['train'])} training images computed once and "
+                     f"stored ({time.perf_counter() - t0:.1f}s)")
+            self._stored_logits = stored
+        return stored
+
     def teacher(self):
         spec = self.cfg["teacher"]
         mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0))
-        model = M.build(_require(spec, "model", "[teacher]"), self.num_classes,
-                        **spec.get("model_options", {})).to(device=self.device)
-        _apply_lr_scale(model, spec)
+        model = _build_model(spec, "[teacher]", self.num_classes).to(device=self.device)
+        apply_lr_scale(model, spec)
+        if spec.get("weights"):
+            return self._teacher_from_file(model, spec)
         if spec.get("checkpoint"):
             # a teacher trained by another run (e.g. the depth experiment reuses FitNet-1's)
             path = Path(spec["checkpoint"])
@@ -430,65 +327,44 @@ class Runner:
             state = checkpoint.read(path)["model"]
             model.load_state_dict({k.split(":", 1)[1]: v for k, v in state.items() if k.startswith("model:")})
             self.log(f"[teacher] loaded {path}")
-            self._record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"]))])
+            self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"]))])
             return model
-        opt = build_optimizer(model.parameters(), _require(spec, "optimizer", "[teacher]"), "[teacher]")
-        f = self._fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, "teacher", "teacher")
-        self._record("teacher", "backprop", model, [f])
+        opt = build_optimizer(model.parameters(), require(spec, "optimizer", "[teacher]"), "[teacher]")
+        f = self.fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, "teacher", "teacher")
+        self.record("teacher", "backprop", model, [f])
+        return model
+
+    def _teacher_from_file(self, model, spec):
+        """A teacher trained elsewhere: ``weights`` (.safetensors / .npz, e.g. a PyTorch
+        state_dict saved with safetensors) loaded through ``rename`` {file name: minifit
+        name}, then evaluated on the validation and test splits like a trained one."""
+        from .. import weights
+        path = Path(spec["weights"])
+        rename = spec.get("rename")
+        if rename is not None and not isinstance(rename, dict):
+            raise ConfigError("[teacher] rename must be a table {\"name in the file\" = \"minifit name\", ...}")
+        if not path.exists():
+            raise ConfigError(f"[teacher] weights: {path} does not exist (relative paths are read from the "
+                              f"current folder, {Path.cwd()})")
+        weights.load(model, path, rename)
+        digest = weights.sha256(path)
+        self.log(f"[teacher] loaded {model.name} ({getattr(model, 'bias_kind', 'tied')} biases) from {path} "
+                 f"(SHA-256 {digest[:16]}...)")
+        self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"]))],
+                    {"weights_file": path.name, "weights_sha256": digest})
         return model
 
     def student(self, i, spec, teacher):
+        """Build the [[student]] table's model and train it by its method's entry of
+        STUDENT_METHODS; returns the report row."""
         method = spec["method"]
         label = spec.get("label", method)
-        mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0) + 1000 * (i + 1))
-        model = M.build(_require(spec, "model", f"[[student]] {label}"), self.num_classes,
-                        **spec.get("model_options", {})).to(device=self.device)
-        _apply_lr_scale(model, spec)
-        folder = f"student-{label}"
-        augmented = bool(self.splits["train"].augment)
-        if method == "adversarial":  # conditional adversarial KD (minifit.distill.adversarial)
-            from .adversarial import train_student
-            if self.device != "cpu":
-                raise ConfigError(f"[[student]] {label}: adversarial KD runs on the CPU only (its discriminator "
-                                  "concatenates device tensors, which the CUDA target does not implement yet)")
-            return train_student(self, spec, label, model, teacher, folder)
-        if method == "backprop":
-            opt = build_optimizer(model.parameters(), spec["optimizer"], label)
-            f = self._fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, folder, label)
-            return self._record(label, method, model, [f])
-        fits, extra = [], {}
-        if method == "fitnets":
-            s1 = dict(spec.get("stage1", {}))
-            guided = spec.get("guided", model.hint)
-            hint = spec.get("hint", teacher.hint)
-            regressor = for_networks(model, guided, teacher, hint, spec.get("regressor", "conv")).to(device=self.device)
-            part = model[:guided]
-            params = part.parameters() + regressor.parameters()
-            for p in regressor.parameters():
-                p.lr_scale = float(spec.get("lr_scale", 1.0))
-            opt1 = build_optimizer(params, s1.get("optimizer", spec["optimizer"]), f"{label} stage1")
-            hints = TeacherOutputs(teacher, upto=hint, cache=not augmented)
-            if not augmented:
-                hints.precompute("train", self.splits["train"])
-            hints.precompute("valid", self.splits["valid"])
-            stage1 = Hints(model, guided, regressor, opt1, hints, build_schedules(opt1, s1, self.scale))
-            fits.append(self._fit(stage1, s1, f"{folder}/stage1", f"{label}:stage1"))
-            extra.update(guided=guided, hint=hint, regressor_params=regressor.num_params(),
-                         hint_curve=[h["valid_metric"] for h in fits[-1].history])
-            scale_pre = spec.get("stage2", {}).get("pretrained_lr_scale")
-            if scale_pre is not None:
-                for p in part.parameters():
-                    p.lr_scale *= float(scale_pre)
-        s2 = dict(spec.get("stage2", spec)) if method == "fitnets" else spec
-        opt = build_optimizer(model.parameters(), s2.get("optimizer", spec["optimizer"]), label)
-        logits = TeacherOutputs(teacher, cache=not augmented)
-        if not augmented:
-            logits.precompute("train", self.splits["train"])
-        kd = KD(model, opt, logits, tau=s2.get("tau", 3.0), lam=_lambda(s2, self.scale),
-                hinton=s2.get("hinton", False), schedules=build_schedules(opt, s2, self.scale))
-        fits.append(self._fit(kd, s2, folder if method == "kd" else f"{folder}/stage2",
-                              label if method == "kd" else f"{label}:stage2"))
-        return self._record(label, method, model, fits, extra)
+        # ``seed``: the student's initialisation seed (rows with the same seed start from the
+        # same weights); default: one per row
+        mrandom.manual_seed(spec.get("seed", self.cfg.get("run", {}).get("seed", 0) + 1000 * (i + 1)))
+        model = _build_model(spec, f"[[student]] {label}", self.num_classes).to(device=self.device)
+        apply_lr_scale(model, spec)
+        return STUDENT_METHODS[method](self, spec, label, model, teacher, f"student-{label}")
 
     def run(self):
         t0 = time.perf_counter()
@@ -509,6 +385,108 @@ class Runner:
             self.student(i, spec, teacher)
             summary = report()
         return summary
+
+
+# -- the student methods: name -> train(runner, spec, label, model, teacher, folder) -> row --
+def train_backprop(runner, spec, label, model, teacher, folder):
+    """method = "backprop": the student alone, on the labels."""
+    opt = build_optimizer(model.parameters(), spec["optimizer"], label)
+    f = runner.fit(Backprop(model, opt, build_schedules(opt, spec, runner.scale)), spec, folder, label)
+    return runner.record(label, "backprop", model, [f])
+
+
+def _kd_stage(runner, spec, s2, label, model, teacher, folder, name):
+    """KD on the teacher's logits (cached when the training set is not augmented)."""
+    augmented = bool(runner.splits["train"].augment)
+    opt = build_optimizer(model.parameters(), s2.get("optimizer", spec["optimizer"]), label)
+    logits = TeacherOutputs(teacher, cache=not augmented)
+    if not augmented:
+        logits.precompute("train", runner.splits["train"])
+    kd = KD(model, opt, logits, tau=s2.get("tau", 3.0), lam=build_lambda(s2, runner.scale),
+            hinton=s2.get("hinton", False), schedules=build_schedules(opt, s2, runner.scale))
+    return runner.fit(kd, s2, folder, name)
+
+
+def train_kd(runner, spec, label, model, teacher, folder):
+    """method = "kd": Hinton / FitNets KD (tau, lam, lam_epochs, hinton)."""
+    f = _kd_stage(runner, spec, spec, label, model, teacher, folder, label)
+    return runner.record(label, "kd", model, [f])
+
+
+def train_fitnets(runner, spec, label, model, teacher, folder):
+    """method = "fitnets" (FitNets Algorithm 1): [stage1] trains the student up to the
+    guided layer and a regressor on the teacher's hint (L_HT), then [stage2] KD on the
+    whole student."""
+    augmented = bool(runner.splits["train"].augment)
+    s1 = dict(spec.get("stage1", {}))
+    guided = spec.get("guided", model.hint)
+    hint = spec.get("hint", teacher.hint)
+    regressor = for_networks(model, guided, teacher, hint, spec.get("regressor", "conv")).to(device=runner.device)
+    part = model[:guided]
+    params = part.parameters() + regressor.parameters()
+    for p in regressor.parameters():
+        p.lr_scale = float(spec.get("lr_scale", 1.0))
+    opt1 = build_optimizer(params, s1.get("optimizer", spec["optimizer"]), f"{label} stage1")
+    hints = TeacherOutputs(teacher, upto=hint, cache=not augmented)
+    if not augmented:
+        hints.precompute("train", runner.splits["train"])
+    hints.precompute("valid", runner.splits["valid"])
+    stage1 = Hints(model, guided, regressor, opt1, hints, build_schedules(opt1, s1, runner.scale))
+    fits = [runner.fit(stage1, s1, f"{folder}/stage1", f"{label}:stage1")]
+    extra = dict(guided=guided, hint=hint, regressor_params=regressor.num_params(),
+                 hint_curve=[h["valid_metric"] for h in fits[-1].history])
+    scale_pre = spec.get("stage2", {}).get("pretrained_lr_scale")
+    if scale_pre is not None:
+        for p in part.parameters():
+            p.lr_scale *= float(scale_pre)
+    s2 = dict(spec.get("stage2", spec))
+    fits.append(_kd_stage(runner, spec, s2, label, model, teacher, f"{folder}/stage2", f"{label}:stage2"))
+    return runner.record(label, "fitnets", model, fits, extra)
+
+
+STUDENT_METHODS = {"backprop": train_backprop, "kd": train_kd, "fitnets": train_fitnets,
+                   "adversarial": adversarial.train_student}
+
+# the keys each method reads beside the common ones (Runner.student, the train_* functions)
+STUDENT_KEYS = dict(label=Key(str, "row name in the report, output folder student-<label>", "the method"),
+                    method=Key(str, "how the student is trained", choices=tuple(STUDENT_METHODS)),
+                    seed=Key(int, "initialisation seed (rows with one seed start from the same weights)",
+                             "[run] seed + 1000 * row"),
+                    **TRAINED)
+STUDENT = Table("[[student]]", **STUDENT_KEYS)
+KD_KEYS = dict(tau=Key(float, "temperature tau of the softened outputs", "3", gt=0),
+               hinton=Key(bool, "Hinton's tau^2-scaled KD term instead of the FitNets form", "false"),
+               **LAMBDA_KEYS)
+STAGE = Table("stage", epochs=TRAINED["epochs"], patience=TRAINED["patience"],
+              optimizer=Key(dict, "this stage's optimizer", "the student's", check=OPTIMIZER.check), **SCHEDULES)
+FITNETS_KEYS = dict(
+    epochs=Key(int, TRAINED["epochs"].doc, "stage1.epochs; stage2.epochs or this", min=1),
+    guided=Key(str, "student layer guided by the hint (a layer of its model)", "model.hint"),
+    hint=Key(str, "teacher layer giving the hint (a layer of its model)", "teacher.hint"),
+    regressor=Key(str, "regressor kind", "conv", choices=("conv", "fc")),
+    stage1=Key(dict, "hint stage (FitNets Algorithm 1, stage 1)", "{}", table=STAGE),
+    stage2=Key(dict, "KD stage", "the student table itself",
+               table=STAGE.extend("stage2", **KD_KEYS, pretrained_lr_scale=Key(
+                   float, "lr factor of the hint-trained layers in stage 2", "1", gt=0))))
+STUDENT_TABLES = {"backprop": STUDENT.extend("[[student]] backprop"),
+                  "kd": STUDENT.extend("[[student]] kd", **KD_KEYS),
+                  "fitnets": STUDENT.extend("[[student]] fitnets", **KD_KEYS, **FITNETS_KEYS),
+                  "adversarial": STUDENT.extend("[[student]] adversarial",
+                                                **adversarial.STUDENT_KEYS)}
+PAPER = Table("[paper]", open=True)   # row label -> { test_err = ... }, [paper.tables.NAME]: free names
+FILE = Table("the file", run=Key(dict, "run settings", "{}", table=RUN),
+             data=Key(dict, "dataset, split, preprocessing", table=DATA),
+             teacher=Key(dict, "the teacher", table=TEACHER),
+             student=Key(list, "students, one table each", "[]"),
+             paper=Key(dict, "the paper's figures by row label", "{}", table=PAPER))
+
+
+def keys_table() -> str:
+    """Every key of an experiment file, as the README's table (the [[student]] rows of
+    each method list only the keys beyond the common ones)."""
+    common = set(STUDENT.keys)
+    methods = [(t, common - {"epochs"} if m == "fitnets" else common) for m, t in STUDENT_TABLES.items()]
+    return markdown([RUN, DATA, TEACHER, STUDENT, *methods, PAPER])
 
 
 def run_experiment(path, out_dir=None, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
@@ -548,15 +526,24 @@ def write_reports(summary: dict, out: Path):
         lines.append(f"| {r['label']} | {r['method']} | {r['model']} | {r['params']:,} ({r['paper_params']:,}) | "
                      f"{'-' if perr is None else perr} | {r['test_err']:.2f} | {r['valid_err']:.2f} ({r['best_epoch']}) | "
                      f"{' + '.join(map(str, r['epochs']))} | {' + '.join(map(str, r['seconds']))} |")
-    lines += ["", "Params: weights and biases as built (one bias per map); in brackets every maxout layer "
-              "counted as 2 pieces, the convention that reproduces the paper's figures.", ""]
+    kinds = {}
+    for r in summary["results"]:
+        if r.get("bias"):
+            kinds.setdefault(r["bias"], []).append(r["label"])
+    biases = "; ".join(f"{k} conv biases ({'one per map and position' if k == 'untied' else 'one per map'}): "
+                       f"{', '.join(v)}" for k, v in sorted(kinds.items()))
+    lines += ["", f"Params: weights and biases as built{' (' + biases + ')' if biases else ''}; in brackets every "
+              "maxout layer counted as 2 pieces, the convention that reproduces the paper's figures.", ""]
+    for r in summary["results"]:
+        if r.get("weights_sha256"):
+            lines.append(f"Row {r['label']}: not trained here, loaded from `{r['weights_file']}` "
+                         f"(SHA-256 {r['weights_sha256']}) and evaluated by minifit.")
     for r in summary["results"]:
         if "hint_curve" in r:
             lines.append(f"Hint stage of {r['label']} ({r['guided']} <- teacher {r['hint']}, regressor "
                          f"{r['regressor_params']:,} params): validation L_HT per epoch "
                          + ", ".join(f"{v:.3f}" for v in r["hint_curve"]))
-    from .tables import grouped_tables  # rows with a "tables" field: extra sections (adversarial KD)
-    lines += grouped_tables(summary)
+    lines += grouped_tables(summary)   # rows with a "tables" field: extra sections (adversarial KD)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     from .plot import plot_panels
     from .tables import table_groups

@@ -24,10 +24,13 @@ import numpy as np
 
 from .. import checkpoint
 from .. import random as mrandom
+from ..device import move
 from ..tensor import Tensor, no_grad
+from .methods import model_device
+from ..errors import UserError
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
     """A loss became NaN or Inf; the message names the step and the first bad layer."""
 
 
@@ -76,8 +79,6 @@ class graceful_stop:
 def locate_nonfinite(model, x) -> str:
     """Run ``model`` (a Sequential) layer by layer on ``x`` and name the first layer whose
     parameters or output are not finite."""
-    from .methods import model_device
-    from ..device import move
     with no_grad():
         h = x if isinstance(x, Tensor) else Tensor(move(x, model_device(model)))
         if not np.all(np.isfinite(h.numpy())):

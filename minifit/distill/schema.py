@@ -56,7 +56,7 @@ class Key:
                 raise ConfigError(f"{where} must be > {self.gt:g}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}"
-                              + _nearest(str(value), self.choices))
+                              + nearest(str(value), self.choices))
         if self.table is not None and isinstance(value, dict):
             top = self.table.title.startswith("[")   # [run], [data]...: named by their own title
             self.table.check(value, self.table.title if top else where.replace("'", ""))
@@ -66,7 +66,8 @@ class Key:
                 raise ConfigError(f"{where}: {problem}")
 
 
-def _nearest(word: str, options) -> str:
+def nearest(word: str, options) -> str:
+    """"; did you mean 'x'?" for the closest of ``options``, or ""."""
     near = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
     return f"; did you mean {near[0]!r}?" if near else ""
 
@@ -93,7 +94,7 @@ class Table:
             if k not in self.keys:
                 if self.open:
                     continue
-                raise ConfigError(f"{where}: unknown key {k!r}{_nearest(k, self.keys)} "
+                raise ConfigError(f"{where}: unknown key {k!r}{nearest(k, self.keys)} "
                                   f"(known: {', '.join(self.keys)})")
             self.keys[k].validate(v, f"{where} {k!r}")
         for k, key in self.keys.items():

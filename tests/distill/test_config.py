@@ -63,9 +63,9 @@ def test_the_issue_example_tua_instead_of_tau(tmp_path):
     path.write_text(toml(cfg))
     with pytest.raises(ConfigError) as e:
         load_config(path)
-    assert str(e.value) == (f"{path}: [[student]] 'kd': unknown key 'tua'; did you mean 'tau'? (known: label, "
-                            "method, model, model_options, epochs, patience, optimizer, lr_scale, momentum_ramp, "
-                            "lr_decay, lr_linear, lr_step, tau, lam, lam_epochs, hinton)")
+    message = str(e.value)
+    assert message.startswith(f"{path}: [[student]] 'kd': unknown key 'tua'; did you mean 'tau'? (known: label, ")
+    assert "\n" not in message and ", tau, " in message
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -89,7 +89,8 @@ def test_the_issue_example_tua_instead_of_tau(tmp_path):
     (lambda c: c["data"].update(preprocess=["scale1"]), r"unknown step 'scale1'; did you mean 'scale01'\?"),
     (lambda c: c["data"]["augment"].update(flip="yes"), r"\[data\] augment 'flip' must be true/false"),
     (lambda c: c["teacher"].update(model="mnist-teachr"), r"unknown model 'mnist-teachr'"),
-    (lambda c: c["teacher"]["model_options"].update(irang=0.1), r"\[teacher\] model_options: .*irang"),
+    (lambda c: c["teacher"]["model_options"].update(irang=0.1),
+     r"\[teacher\]: model 'mnist-fitnet' does not take the option 'irang'"),
     (lambda c: c.update(stduent=[]), r"the file: unknown key 'stduent'; did you mean 'student'\?"),
     (lambda c: c["teacher"].pop("optimizer"), r"\[teacher\]: missing key 'optimizer'"),
     (lambda c: c["student"].append(dict(c["student"][0])), r"label 'fitnets' is used twice"),
@@ -111,8 +112,9 @@ def test_the_readme_lists_every_key():
 
 
 # functions that read experiment-file tables (the schema helpers and the reports read other dicts)
-_READERS = {"experiment.py": ("load_config", "check_config", "build_optimizer", "build_schedules", "_lambda",
-                              "prepare_data", "_apply_lr_scale", "Runner"),
+_READERS = {"experiment.py": ("load_config", "check_config", "prepare_data", "_model_options", "_build_model",
+                              "Runner", "train_backprop", "_kd_stage", "train_kd", "train_fitnets"),
+            "config.py": ("require", "build_optimizer", "build_schedules", "build_lambda", "apply_lr_scale"),
             "adversarial.py": ("_terms", "train_student")}
 # names those functions read that are not experiment-file keys (results, checkpoints, metadata)
 _NOT_KEYS = {"num_classes", "_path", "train", "valid", "test", "results", "optim", "valid_metric",
