@@ -23,7 +23,12 @@ from .errors import UserError
 
 
 class CheckpointError(UserError):
-    """A checkpoint cannot be read (corrupt, cut short, not a checkpoint) or written."""
+    """A checkpoint cannot be read (corrupt, cut short, not a checkpoint) or written;
+    ``problem`` is the message without the advice."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem = problem
+        super().__init__(f"{problem}; {fix}")
 
 
 def _digest(arrays: dict) -> str:
@@ -69,9 +74,9 @@ def save(path, model=None, optimizer=None, arrays=None, keep_previous=False, **m
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}; the last good checkpoint "
-                              "is kept. Free space or make the folder writable (or choose another --out), "
-                              "then run the same command with --resume") from None
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}",
+                              "the last good checkpoint is kept. Free space or make the folder writable (or choose "
+                              "another --out), then run the same command with --resume") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -107,8 +112,8 @@ def read(path) -> dict:
                 group, name = key.split("/", 1)
                 out[group][name] = a
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a minifit checkpoint "
-                              f"({type(e).__name__}: {e}); delete it to start that stage over") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a minifit checkpoint ({type(e).__name__}: {e})",
+                              "delete it to start that stage over") from None
     return out
 
 
@@ -121,7 +126,7 @@ def read_latest(path, log=print) -> dict:
     except (CheckpointError, FileNotFoundError) as e:
         if not os.path.exists(prev):
             raise
-        problem = e
+        problem = getattr(e, "problem", e)
     ckpt = read(prev)
     log(f"warning: {problem}; resuming from the previous good checkpoint {prev}")
     return ckpt

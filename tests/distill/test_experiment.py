@@ -214,7 +214,7 @@ bias = "untied"
 seed = 11
 epochs = 1
 optimizer = {{{{ name = "rmsprop", lr = 0.001 }}}}
-lam_epochs = [2.5, 16]
+{'lam_epochs = [2.5, 16]' if method == 'kd' else ''}
 """ for label, method in (("bp", "backprop"), ("bp2", "backprop"), ("kd", "kd")))
 
 
