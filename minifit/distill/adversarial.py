@@ -76,7 +76,7 @@ class AdversarialKD(Method):
         N = len(s)
         out = self.D(Tensor(np.concatenate([t.astype(s.dtype, copy=False), s])))
         loss = discriminator_loss(out[:N], out[N:], y)
-        value = loss.item()
+        value = self.comm.mean(loss.item())  # the global batch's: every rank takes the same branch
         if np.isfinite(value) and self.update_d:
             self.d_opt.zero_grad()
             loss.backward()
@@ -95,7 +95,7 @@ class AdversarialKD(Method):
             out = self.D(F.concatenate([Tensor(t), s]))
             d_real, d_fake = out.data[:N], out[N:]
         loss, parts = student_objective(s, t, y, d_real, d_fake, self.terms, self.tau)
-        value = loss.item()
+        value = self.comm.mean(loss.item())
         err = 100.0 * float(np.mean(s.data.argmax(axis=1) != np.asarray(y)))
         logs = {"loss": value, **{f"L_{k}": v for k, v in parts.items()}, **logs, "err": err}
         if not np.isfinite(value) or not self.update_student:
@@ -202,10 +202,10 @@ def _teacher_logits(runner, teacher, cache: bool) -> TeacherOutputs:
     """The teacher's logits; with ``cache`` computed once per run on the un-augmented
     training images and shared by every student of the run."""
     if not cache:
-        return TeacherOutputs(teacher, cache=False)
+        return TeacherOutputs(teacher, cache=False, comm=runner.comm)
     stored = getattr(runner, "_adversarial_logits", None)
     if stored is None or stored.teacher is not teacher:
-        stored = TeacherOutputs(teacher, cache=True)
+        stored = TeacherOutputs(teacher, cache=True, comm=runner.comm)
         t0 = time.perf_counter()
         stored.precompute("train", runner.splits["train"])
         runner.log(f"[teacher] logits of the {len(runner.splits['train'])} training images computed once and stored "

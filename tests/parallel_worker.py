@@ -1,0 +1,86 @@
+"""Training scenarios for tests/test_parallel.py: run in-process (one rank) by the test, and
+under ``mpirun -n 2 python tests/parallel_worker.py SCENARIO OUT`` by it; each rank writes
+its weights (and buffers) and the loop's history to OUT/rank{r}.npz."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]  # run as a script: tests/kernels (the tests' folder) must not shadow the kernels package
+
+import numpy as np  # noqa: E402
+
+import minifit  # noqa: E402
+import minifit.nn as nn  # noqa: E402
+import minifit.optim as optim  # noqa: E402
+from minifit import parallel  # noqa: E402
+from minifit.distill import Backprop, Split, fit  # noqa: E402
+
+# 3 full batches of 32 and a last batch of 5: two ranks get 2 and 3 examples of it, so the
+# n_r / n weighting of a short batch is exercised too
+N, BATCH = 3 * 32 + 5, 32
+
+
+def data(shape, classes=10, seed=0, n=N):
+    r = np.random.default_rng(seed)
+    labels = r.integers(0, classes, n)
+    images = (r.standard_normal((n,) + shape) + 0.5 * labels[:, None, None, None]).astype(np.float32)
+    return Split(images, labels, batch_size=BATCH, seed=seed)
+
+
+def build(scenario):
+    from minifit.models import build as build_model
+    from minifit.models.wrn import wide_resnet
+    minifit.manual_seed(5)
+    if scenario.startswith("maxout"):
+        # the FitNets MNIST student (six maxout conv layers); "-dropout": with hidden dropout
+        model = build_model("mnist-fitnet", 10, irange=0.05, hidden_drop=0.5 if scenario.endswith("dropout") else 0.0)
+        return Backprop(model, optim.RMSProp(model.parameters(), lr=1e-3)), data((1, 28, 28))
+    if scenario.startswith("wrn"):
+        model = wide_resnet(10, 1, 10, dropout=0.0, input_shape=(3, 12, 12))
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        return Backprop(model, opt), data((3, 12, 12))
+    if scenario.startswith("adversarial"):
+        from minifit.distill.adversarial import AdversarialKD
+        from minifit.distill.methods import TeacherOutputs
+        from minifit.models.wrn import Discriminator
+        teacher = wide_resnet(10, 1, 10, dropout=0.0, input_shape=(3, 12, 12)).eval()
+        student = wide_resnet(10, 1, 10, dropout=0.0, input_shape=(3, 12, 12))
+        D = Discriminator(10, depth=2, dropout=0.0)
+        method = AdversarialKD(student, optim.Adam(student.parameters(), 1e-3), TeacherOutputs(teacher, cache=False),
+                               D, optim.Adam(D.parameters(), 1e-3), terms=("S", "L1", "GAN"))
+        return method, data((3, 12, 12))
+    raise SystemExit(f"unknown scenario {scenario}")
+
+
+def train(scenario, comm=parallel.SINGLE, epochs=2):
+    """Train; returns (arrays, history) of this rank."""
+    if scenario.endswith("sync"):
+        comm.sync_bn = True
+    method, split = build(scenario)
+    res = fit(method, split, split, epochs, log=lambda *_: None, progress=False, comm=comm)
+    arrays = {}
+    for name, model in method.models.items():
+        arrays.update({f"{name}:{k}": v for k, v in model.state_dict().items()})
+    return arrays, res.history
+
+
+def main():
+    scenario, out = sys.argv[1], Path(sys.argv[2])
+    comm = parallel.world()
+    with comm.guard():
+        if scenario == "raise-rank1":  # a rank fails during set-up: every rank must stop
+            method, split = build("maxout")
+            if comm.rank == 1:
+                raise ValueError("a planted error on rank 1")
+            fit(method, split, split, 50, log=lambda *_: None, progress=False, comm=comm)
+        comm.seed = 7
+        arrays, history = train(scenario, comm)
+        np.savez(out / f"rank{comm.rank}.npz", **arrays)
+        (out / f"rank{comm.rank}.json").write_text(json.dumps(history))
+
+
+if __name__ == "__main__":
+    main()
