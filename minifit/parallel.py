@@ -161,7 +161,7 @@ class MPIWorld(Single):
         return float(self.sum([value * self.weight])[0])
 
     def mean_logs(self, logs: dict) -> dict:
-        keys = sorted(logs)
+        keys = list(logs)  # the same order on every rank: the same method made them
         values = self.sum([float(logs[k]) * self.weight for k in keys])
         return dict(zip(keys, values.tolist()))
 
