@@ -197,7 +197,7 @@ class MPIWorld(Single):
             self.comm.Allreduce(self.MPI.IN_PLACE, buf[:size], op=self.MPI.SUM)
         o = 0
         for g in grads:
-            g.reshape(-1)[...] = buf[o:o + g.size]  # grads are contiguous: reshape is a view
+            np.copyto(g, buf[o:o + g.size].reshape(g.shape))
             o += g.size
 
     # -- set-up --------------------------------------------------------------------------

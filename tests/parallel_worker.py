@@ -21,7 +21,6 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import numpy as np  # noqa: E402
 
 import minifit  # noqa: E402
-import minifit.nn as nn  # noqa: E402
 import minifit.optim as optim  # noqa: E402
 from minifit import parallel  # noqa: E402
 from minifit.distill import Backprop, Split, fit  # noqa: E402
@@ -43,9 +42,12 @@ def build(scenario):
     from minifit.models.wrn import wide_resnet
     minifit.manual_seed(5)
     if scenario.startswith("maxout"):
-        # the FitNets MNIST student (six maxout conv layers); "-dropout": with hidden dropout
+        # the FitNets MNIST student (six maxout conv layers); "-dropout": with hidden dropout;
+        # "-rmsprop": RMSProp instead of SGD
         model = build_model("mnist-fitnet", 10, irange=0.05, hidden_drop=0.5 if scenario.endswith("dropout") else 0.0)
-        return Backprop(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.5)), data((1, 28, 28))
+        opt = (optim.RMSProp(model.parameters(), lr=1e-3) if scenario.endswith("rmsprop")
+               else optim.SGD(model.parameters(), lr=0.05, momentum=0.5))
+        return Backprop(model, opt), data((1, 28, 28))
     if scenario.startswith("wrn"):
         model = wide_resnet(10, 1, 10, dropout=0.0, input_shape=(3, 12, 12))
         opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -76,8 +78,17 @@ def train(scenario, comm=parallel.SINGLE, epochs=2):
     return arrays, res.history
 
 
+def compare(a, b):
+    """Largest difference between two runs' weights, relative to each tensor's largest."""
+    x, y = np.load(Path(a) / "rank0.npz"), np.load(Path(b) / "rank0.npz")
+    return max(float(np.abs(x[k].astype(np.float64) - y[k]).max() / max(np.abs(y[k]).max(), 1e-30)) for k in y)
+
+
 def main():
+    if sys.argv[1] == "compare":
+        return print(f"largest relative weight difference {compare(sys.argv[2], sys.argv[3]):.2g}")
     scenario, out = sys.argv[1], Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
     comm = parallel.world()
     with comm.guard():
         if scenario == "raise-rank1":  # a rank fails during set-up: every rank must stop

@@ -283,3 +283,12 @@ def test_threads_per_rank_share_the_cores(monkeypatch):
     assert f"MINIFIT_NUM_THREADS={parallel.threads_per_rank(2)}" in parallel.thread_advice(local_ranks=2)
     monkeypatch.setenv("MINIFIT_NUM_THREADS", "1")
     assert parallel.thread_advice(local_ranks=2) is None
+
+
+def test_a_rank_out_of_memory_or_without_data_says_so():
+    from minifit.data import MissingDataError
+    assert "out of memory" in parallel.describe_error(MemoryError()) and "fewer ranks" in \
+        parallel.describe_error(MemoryError())
+    msg = parallel.describe_error(MissingDataError("/data/mnist", "not found", "fetch it"))
+    assert msg.startswith("cannot read the data: /data/mnist: not found") and "same path" in msg and "every machine" in msg
+    assert parallel.describe_error(ValueError("bad")) == "ValueError: bad"
