@@ -627,20 +627,32 @@ def bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b,
 
 
 def _conv_geometry(fn, x, w, b, stride, pad):
-    """Checked conv arguments -> (dims d, dtype, (sh, sw), (ph, pw), oh, ow)."""
+    """Checked conv arguments -> (dims d, dtype, (sh, sw), (ph, pw), oh, ow). The bias b is
+    None, tied (O,) or untied (O, OH, OW)."""
     specs = [_Spec("x", x, ("N", "C", "H", "W")), _Spec("w", w, ("O", "C", "kh", "kw"))]
-    if b is not None:
-        specs.append(_Spec("b", b, ("O",)))
     d, dt = _check(fn, specs)
     _, _, sh, sw, ph, pw = _geom(fn, (d["kh"], d["kw"]), stride, pad)
     oh, ow = _conv_out(fn, d["H"], d["W"], d["kh"], d["kw"], sh, sw, ph, pw)
+    if b is not None:
+        pat = ("O",) if getattr(b, "ndim", 1) == 1 else ("O", oh, ow)
+        _check(fn, specs + [_Spec("b (tied (O,) or untied (O, OH, OW))", b, pat)])
     return d, dt, (sh, sw), (ph, pw), oh, ow
+
+
+def _untied(b):
+    """True for an untied bias (O, OH, OW): one bias per output position, added to the GEMM
+    output (the tied bias rides in the GEMM as a column against ones)."""
+    return b is not None and b.ndim == 3
 
 
 def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_last=False):
     d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
     n, o = d["N"], d["O"]
     p = oh * ow
+    if _untied(b):   # y = conv(x, w) + b[None]: rare (pieces = 1, no pool), so not fused
+        y = _conv_forward(fn, x, w, None, stride, pad, pre, residual, channels_last)
+        y += b[None]
+        return y
     if residual is not None:  # (x beside it: the check also holds residual to x's dtype)
         _check(fn, [_Spec("residual", residual, (n, o, oh, ow)), _Spec("x", x, ("N", "C", "H", "W"))])
     if channels_last:   # the rows GEMM writes y's rows; the residual is added in place
@@ -967,10 +979,16 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         wp, bp = w[perm], None if b is None else b[perm]
         y = np.empty((n * yh * yw, cy), dtype=dt)
         arg = np.empty((n * yh * yw, cy), dtype=arg_dt)
+        # an untied bias is added to each chunk's rows: (OH*OW, O) in the rows' column order
+        bu = np.ascontiguousarray(bp.reshape(o, oh * ow).T) if _untied(b) else None
+        bp = None if _untied(b) else bp
 
         def reduce_rows(z, n0):   # z: the NHWC rows of samples n0..n0+m-1
             if not fft:   # (a transposed view of a GEMM chunk, on a pool thread)
                 z = z.reshape(o, -1).T
+            if bu is not None:
+                z3 = z.reshape(-1, oh * ow, o)   # (a view: z's rows are whole samples)
+                z3 += bu
             m = z.shape[0] // (oh * ow)
             part = -(-m // _NT) if fft else m   # an FFT chunk's rows are split over the threads
             _parallel(lambda i, _w: _mo_rows_k(z[i * part * oh * ow:(i + 1) * part * oh * ow], pieces, oh, ow,
@@ -989,13 +1007,17 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
 
     # (the maxout reductions read z along positions: in the rows orientation z is first
     # transposed in cache; on the transposed view they ran 1.5-5x slower)
+    bu = b.reshape(o, 1, oh * ow) if _untied(b) else None
+
     def reduce(z, n0):
+        if bu is not None:
+            z += bu
         if pool is None:
             _maxout_into_k(z, pieces, n0, y, arg)
         else:
             _mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
-    _conv_chunks(x, w, b, stride, pad, oh, ow, dt, reduce, rows=_use_rows(d["C"], o, kh, kw),
-                 contiguous=True)
+    _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
+                 rows=_use_rows(d["C"], o, kh, kw), contiguous=True)
     return (y.reshape(cy, n, yh, yw).swapaxes(0, 1), arg.reshape(cy, n, yh, yw).swapaxes(0, 1))
 
 
@@ -1157,7 +1179,7 @@ def _as_cfirst(a):
     return dst
 
 
-def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
+def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     fn = "conv2d_backward"
     d, dt = _check(fn, [_Spec("x", x, ("N", "C", "H", "W")), _Spec("w", w, ("O", "C", "kh", "kw")),
                         _Spec("dy", dy, ("N", "O", "OH", "OW"))])
@@ -1204,7 +1226,9 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
     for a in acc.values():
         total = a if total is None else total + a
     dx = dxb.swapaxes(0, 1) if need_dx else None
-    return dx, np.ascontiguousarray(total[:k].T).reshape(w.shape), total[k].copy()
+    # untied: db (O, OH, OW) = dy summed over the samples (the tied db is its sum over positions)
+    db = dyc.reshape(o, n, p).sum(axis=1).reshape(o, oh, ow) if untied_bias else total[k].copy()
+    return dx, np.ascontiguousarray(total[:k].T).reshape(w.shape), db
 
 
 # =========================================================================== maxout

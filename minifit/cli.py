@@ -9,7 +9,7 @@ import sys
 from . import __version__
 
 # module path of each sub-command family; a module exposes register(subparsers)
-_COMMAND_MODULES = ("minifit.data.cli", "minifit.distill.cli", "minifit.models.cli")
+_COMMAND_MODULES = ("minifit.data.cli", "minifit.distill.cli", "minifit.models.cli", "minifit.weights")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"minifit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name and mod_name.startswith(e.name):
-                continue  # that family is not built yet
-            raise
-        mod.register(sub)
+        importlib.import_module(mod_name).register(sub)
     return parser
 
 

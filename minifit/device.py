@@ -38,10 +38,6 @@ def resolve(device="cpu") -> str:
     return "cuda"
 
 
-def is_cuda(array) -> bool:
-    return K.is_device_array(array)
-
-
 def device_of(array) -> str:
     return "cuda" if K.is_device_array(array) else "cpu"
 

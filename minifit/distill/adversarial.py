@@ -1,4 +1,4 @@
-"""Conditional adversarial KD (Xu, Hsu & Huang 2017; ../shared/reference/adversarial-kd.md).
+"""Conditional adversarial KD (Xu, Hsu & Huang 2017, arXiv 1709.00513).
 
 A discriminator D over logits learns the loss: it tells the teacher's logits ("real")
 from the student's ("fake") and classifies both (the auxiliary-classifier form). Each
@@ -33,14 +33,14 @@ Choices the reference does not pin down, made here and kept switchable:
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from .. import functional as F
 from ..losses import STUDENT_TERMS, discriminator_loss, student_objective
+from ..models import inference_seconds
 from ..models.wrn import Discriminator
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor
+from .config import ConfigError, build_optimizer, build_schedules
 from .methods import Method, TeacherOutputs
 
 
@@ -129,27 +129,8 @@ def d_accuracies(out: np.ndarray, y) -> dict:
             "d_cls_acc": float((cls == np.concatenate([y, y])).mean())}
 
 
-# -- CPU inference time ----------------------------------------------------------------------
-def inference_seconds(net, batch: int = 100, repeats: int = 5) -> float:
-    """Median wall seconds of one eval-mode forward pass over ``batch`` images (after a
-    warm-up pass for JIT compilation and buffers), as the paper's Table 5 reports."""
-    was_training = net.training
-    net.eval()
-    x = Tensor(np.random.default_rng(0).standard_normal((batch,) + tuple(net.input_shape)).astype(np.float32))
-    times = []
-    with no_grad():
-        net(x)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - t0)
-    net.train(was_training)
-    return float(np.median(times))
-
-
 # -- the experiment runner's entry point -----------------------------------------------------
 def _terms(spec, label):
-    from .experiment import ConfigError
     terms = spec.get("losses", ["S", "L1", "GAN"])
     if isinstance(terms, str):
         terms = [p.strip() for p in terms.split("+")]
@@ -171,7 +152,9 @@ def train_student(runner, spec, label, model, teacher, folder):
         tables = ["ablation", ...]     report tables this row belongs to (results.md)
         time_inference = true          measure CPU seconds per batch of 100 for the report
     """
-    from .experiment import build_optimizer, build_schedules
+    if runner.device != "cpu":
+        raise ConfigError(f"[[student]] {label}: adversarial KD runs on the CPU only (its discriminator "
+                          "concatenates device tensors, which the CUDA target does not implement yet)")
     terms = _terms(spec, label)
     opt = build_optimizer(model.parameters(), spec["optimizer"], label)
     schedules = build_schedules(opt, spec, runner.scale)
@@ -183,9 +166,10 @@ def train_student(runner, spec, label, model, teacher, folder):
         d_opt = build_optimizer(D.parameters(), d_opt_spec, f"{label} discriminator")
         dsched = {k: dspec[k] for k in ("lr_step", "lr_decay", "lr_linear") if k in dspec} or spec
         schedules += build_schedules(d_opt, {k: v for k, v in dsched.items() if k != "momentum_ramp"}, runner.scale)
-    logits = _teacher_logits(runner, teacher, bool(spec.get("teacher_cache", True)))
+    cache = bool(spec.get("teacher_cache", True))
+    logits = runner.teacher_logits(teacher) if cache else TeacherOutputs(teacher, cache=False, comm=runner.comm)
     method = AdversarialKD(model, opt, logits, D, d_opt, terms, spec.get("tau", 1.0), schedules)
-    f = runner._fit(method, spec, folder, label)
+    f = runner.fit(method, spec, folder, label)
     extra = {"losses": " + ".join(f"L_{k}" if k != "KD" else f"KD(T={method.tau:g})" for k in terms),
              "tables": list(spec.get("tables", [])), "d_depth": D.depth if D is not None else None,
              "d_log": [{k: h[k] for k in ("epoch", "train_loss_d", "train_d_real_acc", "train_d_fake_acc")
@@ -195,23 +179,7 @@ def train_student(runner, spec, label, model, teacher, folder):
     if spec.get("time_inference", True):
         extra["infer_s"] = round(inference_seconds(model), 4)
         _time_teacher(runner, teacher)
-    return runner._record(label, "adversarial", model, [f], extra)
-
-
-def _teacher_logits(runner, teacher, cache: bool) -> TeacherOutputs:
-    """The teacher's logits; with ``cache`` computed once per run on the un-augmented
-    training images and shared by every student of the run."""
-    if not cache:
-        return TeacherOutputs(teacher, cache=False, comm=runner.comm)
-    stored = getattr(runner, "_adversarial_logits", None)
-    if stored is None or stored.teacher is not teacher:
-        stored = TeacherOutputs(teacher, cache=True, comm=runner.comm)
-        t0 = time.perf_counter()
-        stored.precompute("train", runner.splits["train"])
-        runner.log(f"[teacher] logits of the {len(runner.splits['train'])} training images computed once and stored "
-                   f"({time.perf_counter() - t0:.1f}s)")
-        runner._adversarial_logits = stored
-    return stored
+    return runner.record(label, "adversarial", model, [f], extra)
 
 
 def _time_teacher(runner, teacher):

@@ -30,25 +30,14 @@ from ..data.loaders import load, train_val_split
 from ..device import resolve
 from .. import models as M
 from ..models.regressor import for_networks
-from .. import optim
 from .. import checkpoint
 from .. import parallel
+from . import adversarial
+from .config import ConfigError, Scaler, apply_lr_scale, build_lambda, build_optimizer, build_schedules, require
 from .loop import FitResult, fit
-from .methods import KD, Backprop, Hints, LinearAnneal, TeacherOutputs, error_rate
+from .methods import KD, Backprop, Hints, TeacherOutputs, error_rate
 from .splits import Split
-
-
-STUDENT_METHODS = ("backprop", "kd", "fitnets", "adversarial")
-
-
-class ConfigError(ValueError):
-    """A problem in an experiment file, named by its key."""
-
-
-def _require(table: dict, key: str, where: str):
-    if key not in table:
-        raise ConfigError(f"{where}: missing key {key!r}")
-    return table[key]
+from .tables import grouped_tables
 
 
 def load_config(path) -> dict:
@@ -59,10 +48,10 @@ def load_config(path) -> dict:
         cfg = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    _require(cfg, "data", str(path))
-    _require(cfg, "teacher", str(path))
+    require(cfg, "data", str(path))
+    require(cfg, "teacher", str(path))
     for i, s in enumerate(cfg.get("student", [])):
-        method = _require(s, "method", f"{path}: [[student]] #{i + 1}")
+        method = require(s, "method", f"{path}: [[student]] #{i + 1}")
         if method not in STUDENT_METHODS:
             raise ConfigError(f"{path}: [[student]] #{i + 1}: method must be one of {', '.join(STUDENT_METHODS)}, "
                               f"got {method!r}")
@@ -70,61 +59,12 @@ def load_config(path) -> dict:
     return cfg
 
 
-class Scaler:
-    """Epoch counts scaled by --epochs-scale (at least 1)."""
-
-    def __init__(self, scale: float):
-        if scale <= 0:
-            raise ConfigError(f"--epochs-scale must be positive, got {scale}")
-        self.scale = scale
-
-    def __call__(self, epochs):
-        return max(1, int(round(epochs * self.scale)))
-
-
-# -- building blocks from the file ------------------------------------------------------
-def build_optimizer(model_params, spec: dict, where: str):
-    spec = dict(spec)
-    name = spec.pop("name", None)
-    if name is None:
-        raise ConfigError(f"{where}: optimizer needs a name (sgd, rmsprop, adam)")
-    try:
-        return optim.build(name, model_params, **spec)
-    except TypeError as e:
-        raise ConfigError(f"{where}: bad optimizer settings {spec}: {e}") from None
-
-
-def build_schedules(opt, spec: dict, scale: Scaler):
-    """Schedules named in a [teacher] / [[student]] table."""
-    out = []
-    if "momentum_ramp" in spec:
-        r = spec["momentum_ramp"]
-        out.append(optim.MomentumRamp(opt, r["final"], scale(r.get("start", 1)), scale(r.get("saturate", 250))))
-    if "lr_decay" in spec:  # exponential, per update
-        r = spec["lr_decay"]
-        out.append(optim.ExponentialDecay(opt, r["factor"], r.get("min_lr", 1e-6)))
-    if "lr_linear" in spec:
-        r = spec["lr_linear"]
-        out.append(optim.LinearDecay(opt, scale(r.get("start", 1)), scale(r["saturate"]), r["factor"]))
-    if "lr_step" in spec:
-        r = spec["lr_step"]
-        out.append(optim.StepLR(opt, [scale(m) for m in r["milestones"]], r.get("gamma", 0.1)))
-    return out
-
-
-def _lambda(spec: dict, scale: Scaler) -> LinearAnneal:
-    lam = spec.get("lam", [4.0, 0.0])
-    lam = lam if isinstance(lam, list) else [lam, lam]
-    e0, e1 = spec.get("lam_epochs", [5, 150])
-    return LinearAnneal(lam[0], lam[1], (scale(e0), scale(e1)))
-
-
 def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print, write=True):
     """(train, valid, test) Splits with preprocessing fitted on the training part only and
     saved to out_dir/preprocess.npz (reloaded on resume, so evaluation uses one transform).
     write: save it (False on data-parallel ranks other than 0, which fit the same one)."""
     d = cfg["data"]
-    name = _require(d, "name", "[data]")
+    name = require(d, "name", "[data]")
     opts = d.get("options", {})
     try:
         full = load(name, "train", data_dir, **{k: v for k, v in opts.items() if k != "test_file"})
@@ -173,8 +113,10 @@ def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print
         augment.append(P.RandomFlip())
     bs = cfg.get("run", {}).get("batch_size", 128)
     seed = cfg.get("run", {}).get("seed", 0)
+    drop_last = d.get("drop_last", False)   # a last partial training batch is skipped (PyTorch's drop_last)
     splits = {k: Split(images[k], labels[k], bs, transform, augment if k == "train" else (), seed,
-                       title=t.title) for k, t in (("train", train), ("valid", valid), ("test", test))}
+                       title=t.title, drop_last=drop_last and k == "train")
+              for k, t in (("train", train), ("valid", valid), ("test", test))}
     meta = {"dataset": name, "train": splits["train"].title, "valid": splits["valid"].title,
             "test": splits["test"].title, "test_file": str(test.test_file or test.source_files[0]),
             "num_classes": full.num_classes, "preprocess": repr(pipeline), "augment": [repr(a) for a in augment],
@@ -182,16 +124,36 @@ def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print
     return splits, meta
 
 
-def _apply_lr_scale(model, spec):
-    if "lr_scale" in spec:
-        for p in model.parameters():
-            p.lr_scale = float(spec["lr_scale"])
+def _model_options(spec: dict, where: str) -> dict:
+    """The options models.build gets: ``model_options`` plus the table's ``bias`` key."""
+    opts = dict(spec.get("model_options", {}))
+    if "bias" in spec:
+        if spec["bias"] not in ("tied", "untied"):
+            raise ConfigError(f"{where}: bias must be \"tied\" or \"untied\", got {spec['bias']!r}")
+        opts["bias"] = spec["bias"]
+    return opts
+
+
+def _build_model(spec: dict, where: str, num_classes: int):
+    try:
+        return M.build(require(spec, "model", where), num_classes, **_model_options(spec, where))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 # -- the stages -------------------------------------------------------------------------
 class Runner:
-    """comm: the data-parallel communicator (default: ``parallel.world()``, MPI when this
-    process was started by mpirun with more than one rank); only rank 0 logs and writes."""
+    """One experiment: the teacher, then each [[student]] by the method its table names.
+
+    What a student method (an entry of STUDENT_METHODS) may use: ``fit(method, spec,
+    folder, name)`` (the loop, with the table's epochs and patience scaled),
+    ``record(label, method_name, model, fits, extra)`` (the report row),
+    ``teacher_logits(teacher)`` (stored logits shared by the run's students), and the
+    attributes ``splits``, ``num_classes``, ``device``, ``scale``, ``log`` and ``comm``.
+
+    comm: the data-parallel communicator (default ``parallel.world()``: MPI when this
+    process was started by mpirun with more than one rank; minifit.parallel). Only rank 0
+    logs and writes; a method passes ``runner.comm`` to the TeacherOutputs it builds."""
 
     def __init__(self, cfg, out_dir, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
                  device="cpu", comm=None):
@@ -212,18 +174,23 @@ class Runner:
         self.splits, self.data_meta = prepare_data(cfg, data_dir, self.out, resume, log, write=self.comm.is_root)
         self.num_classes = self.data_meta["num_classes"]
         self.results = []
+        self._stored_logits = None
 
-    def _fit(self, method, spec, folder, name):
-        epochs = self.scale(_require(spec, "epochs", name))
+    def fit(self, method, spec, folder, name):
+        """The training loop on ``method`` for the table ``spec`` (its epochs and patience,
+        scaled), checkpoints under ``out/folder``."""
+        epochs = self.scale(require(spec, "epochs", name))
         patience = spec.get("patience")
         return fit(method, self.splits["train"], self.splits["valid"], epochs, self.out / folder,
                    patience=None if patience is None else self.scale(patience), resume=self.resume,
                    log=self.log, progress=self.progress, name=name, comm=self.comm)
 
-    def _record(self, label, method_name, model, fits, extra=None):
+    def record(self, label, method_name, model, fits, extra=None):
+        """Measure ``model``'s test error and add its row to the report."""
         test_err = error_rate(model, self.splits["test"], comm=self.comm)
         final = fits[-1]
         row = {"label": label, "method": method_name, "model": model.name, "params": model.num_params(),
+               "bias": getattr(model, "bias_kind", None),
                "paper_params": model.paper_counts()[0], "test_err": test_err,
                "valid_err": final.best_metric, "best_epoch": final.best_epoch,
                "epochs": [len(f.history) for f in fits], "seconds": [round(f.seconds, 1) for f in fits],
@@ -233,12 +200,27 @@ class Runner:
                  f"(best valid {final.best_metric:.2f}% at epoch {final.best_epoch})")
         return row
 
+    def teacher_logits(self, teacher) -> TeacherOutputs:
+        """The teacher's logits on the un-augmented training images, computed once per run
+        and shared by every student that asks (with augmentation: an approximation, see
+        minifit.distill.adversarial)."""
+        stored = self._stored_logits
+        if stored is None or stored.teacher is not teacher:
+            stored = TeacherOutputs(teacher, cache=True, comm=self.comm)
+            t0 = time.perf_counter()
+            stored.precompute("train", self.splits["train"])
+            self.log(f"[teacher] logits of the {len(self.splits['train'])} training images computed once and "
+                     f"stored ({time.perf_counter() - t0:.1f}s)")
+            self._stored_logits = stored
+        return stored
+
     def teacher(self):
         spec = self.cfg["teacher"]
         mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0))
-        model = M.build(_require(spec, "model", "[teacher]"), self.num_classes,
-                        **spec.get("model_options", {})).to(device=self.device)
-        _apply_lr_scale(model, spec)
+        model = _build_model(spec, "[teacher]", self.num_classes).to(device=self.device)
+        apply_lr_scale(model, spec)
+        if spec.get("weights"):
+            return self._teacher_from_file(model, spec)
         if spec.get("checkpoint"):
             # a teacher trained by another run (e.g. the depth experiment reuses FitNet-1's)
             path = Path(spec["checkpoint"])
@@ -248,66 +230,44 @@ class Runner:
             state = checkpoint.read(path)["model"]
             model.load_state_dict({k.split(":", 1)[1]: v for k, v in state.items() if k.startswith("model:")})
             self.log(f"[teacher] loaded {path}")
-            self._record("teacher", "loaded", model,
-                         [FitResult(best_metric=error_rate(model, self.splits["valid"], comm=self.comm))])
+            self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"], comm=self.comm))])
             return model
-        opt = build_optimizer(model.parameters(), _require(spec, "optimizer", "[teacher]"), "[teacher]")
-        f = self._fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, "teacher", "teacher")
-        self._record("teacher", "backprop", model, [f])
+        opt = build_optimizer(model.parameters(), require(spec, "optimizer", "[teacher]"), "[teacher]")
+        f = self.fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, "teacher", "teacher")
+        self.record("teacher", "backprop", model, [f])
+        return model
+
+    def _teacher_from_file(self, model, spec):
+        """A teacher trained elsewhere: ``weights`` (.safetensors / .npz, e.g. a PyTorch
+        state_dict saved with safetensors) loaded through ``rename`` {file name: minifit
+        name}, then evaluated on the validation and test splits like a trained one."""
+        from .. import weights
+        path = Path(spec["weights"])
+        rename = spec.get("rename")
+        if rename is not None and not isinstance(rename, dict):
+            raise ConfigError("[teacher] rename must be a table {\"name in the file\" = \"minifit name\", ...}")
+        if not path.exists():
+            raise ConfigError(f"[teacher] weights: {path} does not exist (relative paths are read from the "
+                              f"current folder, {Path.cwd()})")
+        weights.load(model, path, rename)
+        digest = weights.sha256(path)
+        self.log(f"[teacher] loaded {model.name} ({getattr(model, 'bias_kind', 'tied')} biases) from {path} "
+                 f"(SHA-256 {digest[:16]}...)")
+        self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"], comm=self.comm))],
+                    {"weights_file": path.name, "weights_sha256": digest})
         return model
 
     def student(self, i, spec, teacher):
+        """Build the [[student]] table's model and train it by its method's entry of
+        STUDENT_METHODS; returns the report row."""
         method = spec["method"]
         label = spec.get("label", method)
-        mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0) + 1000 * (i + 1))
-        model = M.build(_require(spec, "model", f"[[student]] {label}"), self.num_classes,
-                        **spec.get("model_options", {})).to(device=self.device)
-        _apply_lr_scale(model, spec)
-        folder = f"student-{label}"
-        augmented = bool(self.splits["train"].augment)
-        if method == "adversarial":  # conditional adversarial KD (minifit.distill.adversarial)
-            from .adversarial import train_student
-            if self.device != "cpu":
-                raise ConfigError(f"[[student]] {label}: adversarial KD runs on the CPU only (its discriminator "
-                                  "concatenates device tensors, which the CUDA target does not implement yet)")
-            return train_student(self, spec, label, model, teacher, folder)
-        if method == "backprop":
-            opt = build_optimizer(model.parameters(), spec["optimizer"], label)
-            f = self._fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, folder, label)
-            return self._record(label, method, model, [f])
-        fits, extra = [], {}
-        if method == "fitnets":
-            s1 = dict(spec.get("stage1", {}))
-            guided = spec.get("guided", model.hint)
-            hint = spec.get("hint", teacher.hint)
-            regressor = for_networks(model, guided, teacher, hint, spec.get("regressor", "conv")).to(device=self.device)
-            part = model[:guided]
-            params = part.parameters() + regressor.parameters()
-            for p in regressor.parameters():
-                p.lr_scale = float(spec.get("lr_scale", 1.0))
-            opt1 = build_optimizer(params, s1.get("optimizer", spec["optimizer"]), f"{label} stage1")
-            hints = TeacherOutputs(teacher, upto=hint, cache=not augmented, comm=self.comm)
-            if not augmented:
-                hints.precompute("train", self.splits["train"])
-            hints.precompute("valid", self.splits["valid"])
-            stage1 = Hints(model, guided, regressor, opt1, hints, build_schedules(opt1, s1, self.scale))
-            fits.append(self._fit(stage1, s1, f"{folder}/stage1", f"{label}:stage1"))
-            extra.update(guided=guided, hint=hint, regressor_params=regressor.num_params(),
-                         hint_curve=[h["valid_metric"] for h in fits[-1].history])
-            scale_pre = spec.get("stage2", {}).get("pretrained_lr_scale")
-            if scale_pre is not None:
-                for p in part.parameters():
-                    p.lr_scale *= float(scale_pre)
-        s2 = dict(spec.get("stage2", spec)) if method == "fitnets" else spec
-        opt = build_optimizer(model.parameters(), s2.get("optimizer", spec["optimizer"]), label)
-        logits = TeacherOutputs(teacher, cache=not augmented, comm=self.comm)
-        if not augmented:
-            logits.precompute("train", self.splits["train"])
-        kd = KD(model, opt, logits, tau=s2.get("tau", 3.0), lam=_lambda(s2, self.scale),
-                hinton=s2.get("hinton", False), schedules=build_schedules(opt, s2, self.scale))
-        fits.append(self._fit(kd, s2, folder if method == "kd" else f"{folder}/stage2",
-                              label if method == "kd" else f"{label}:stage2"))
-        return self._record(label, method, model, fits, extra)
+        # ``seed``: the student's initialisation seed (rows with the same seed start from the
+        # same weights); default: one per row
+        mrandom.manual_seed(spec.get("seed", self.cfg.get("run", {}).get("seed", 0) + 1000 * (i + 1)))
+        model = _build_model(spec, f"[[student]] {label}", self.num_classes).to(device=self.device)
+        apply_lr_scale(model, spec)
+        return STUDENT_METHODS[method](self, spec, label, model, teacher, f"student-{label}")
 
     def run(self):
         t0 = time.perf_counter()
@@ -329,6 +289,67 @@ class Runner:
             self.student(i, spec, teacher)
             summary = report()
         return summary
+
+
+# -- the student methods: name -> train(runner, spec, label, model, teacher, folder) -> row --
+def train_backprop(runner, spec, label, model, teacher, folder):
+    """method = "backprop": the student alone, on the labels."""
+    opt = build_optimizer(model.parameters(), spec["optimizer"], label)
+    f = runner.fit(Backprop(model, opt, build_schedules(opt, spec, runner.scale)), spec, folder, label)
+    return runner.record(label, "backprop", model, [f])
+
+
+def _kd_stage(runner, spec, s2, label, model, teacher, folder, name):
+    """KD on the teacher's logits (cached when the training set is not augmented)."""
+    augmented = bool(runner.splits["train"].augment)
+    opt = build_optimizer(model.parameters(), s2.get("optimizer", spec["optimizer"]), label)
+    logits = TeacherOutputs(teacher, cache=not augmented, comm=runner.comm)
+    if not augmented:
+        logits.precompute("train", runner.splits["train"])
+    kd = KD(model, opt, logits, tau=s2.get("tau", 3.0), lam=build_lambda(s2, runner.scale),
+            hinton=s2.get("hinton", False), schedules=build_schedules(opt, s2, runner.scale))
+    return runner.fit(kd, s2, folder, name)
+
+
+def train_kd(runner, spec, label, model, teacher, folder):
+    """method = "kd": Hinton / FitNets KD (tau, lam, lam_epochs, hinton)."""
+    f = _kd_stage(runner, spec, spec, label, model, teacher, folder, label)
+    return runner.record(label, "kd", model, [f])
+
+
+def train_fitnets(runner, spec, label, model, teacher, folder):
+    """method = "fitnets" (FitNets Algorithm 1): [stage1] trains the student up to the
+    guided layer and a regressor on the teacher's hint (L_HT), then [stage2] KD on the
+    whole student."""
+    augmented = bool(runner.splits["train"].augment)
+    s1 = dict(spec.get("stage1", {}))
+    guided = spec.get("guided", model.hint)
+    hint = spec.get("hint", teacher.hint)
+    regressor = for_networks(model, guided, teacher, hint, spec.get("regressor", "conv")).to(device=runner.device)
+    part = model[:guided]
+    params = part.parameters() + regressor.parameters()
+    for p in regressor.parameters():
+        p.lr_scale = float(spec.get("lr_scale", 1.0))
+    opt1 = build_optimizer(params, s1.get("optimizer", spec["optimizer"]), f"{label} stage1")
+    hints = TeacherOutputs(teacher, upto=hint, cache=not augmented, comm=runner.comm)
+    if not augmented:
+        hints.precompute("train", runner.splits["train"])
+    hints.precompute("valid", runner.splits["valid"])
+    stage1 = Hints(model, guided, regressor, opt1, hints, build_schedules(opt1, s1, runner.scale))
+    fits = [runner.fit(stage1, s1, f"{folder}/stage1", f"{label}:stage1")]
+    extra = dict(guided=guided, hint=hint, regressor_params=regressor.num_params(),
+                 hint_curve=[h["valid_metric"] for h in fits[-1].history])
+    scale_pre = spec.get("stage2", {}).get("pretrained_lr_scale")
+    if scale_pre is not None:
+        for p in part.parameters():
+            p.lr_scale *= float(scale_pre)
+    s2 = dict(spec.get("stage2", spec))
+    fits.append(_kd_stage(runner, spec, s2, label, model, teacher, f"{folder}/stage2", f"{label}:stage2"))
+    return runner.record(label, "fitnets", model, fits, extra)
+
+
+STUDENT_METHODS = {"backprop": train_backprop, "kd": train_kd, "fitnets": train_fitnets,
+                   "adversarial": adversarial.train_student}
 
 
 def run_experiment(path, out_dir=None, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
@@ -384,15 +405,24 @@ def write_reports(summary: dict, out: Path):
         lines.append(f"| {r['label']} | {r['method']} | {r['model']} | {r['params']:,} ({r['paper_params']:,}) | "
                      f"{'-' if perr is None else perr} | {r['test_err']:.2f} | {r['valid_err']:.2f} ({r['best_epoch']}) | "
                      f"{' + '.join(map(str, r['epochs']))} | {' + '.join(map(str, r['seconds']))} |")
-    lines += ["", "Params: weights and biases as built (one bias per map); in brackets every maxout layer "
-              "counted as 2 pieces, the convention that reproduces the paper's figures.", ""]
+    kinds = {}
+    for r in summary["results"]:
+        if r.get("bias"):
+            kinds.setdefault(r["bias"], []).append(r["label"])
+    biases = "; ".join(f"{k} conv biases ({'one per map and position' if k == 'untied' else 'one per map'}): "
+                       f"{', '.join(v)}" for k, v in sorted(kinds.items()))
+    lines += ["", f"Params: weights and biases as built{' (' + biases + ')' if biases else ''}; in brackets every "
+              "maxout layer counted as 2 pieces, the convention that reproduces the paper's figures.", ""]
+    for r in summary["results"]:
+        if r.get("weights_sha256"):
+            lines.append(f"Row {r['label']}: not trained here, loaded from `{r['weights_file']}` "
+                         f"(SHA-256 {r['weights_sha256']}) and evaluated by minifit.")
     for r in summary["results"]:
         if "hint_curve" in r:
             lines.append(f"Hint stage of {r['label']} ({r['guided']} <- teacher {r['hint']}, regressor "
                          f"{r['regressor_params']:,} params): validation L_HT per epoch "
                          + ", ".join(f"{v:.3f}" for v in r["hint_curve"]))
-    from .tables import grouped_tables  # rows with a "tables" field: extra sections (adversarial KD)
-    lines += grouped_tables(summary)
+    lines += grouped_tables(summary)   # rows with a "tables" field: extra sections (adversarial KD)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     from .plot import plot_curves
     plot_curves({r["label"]: r["curve"] for r in summary["results"]}, out / "curves.png",

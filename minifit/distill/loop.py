@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import random as mrandom
+from ..device import move
 from ..parallel import SINGLE
 from ..tensor import Tensor, no_grad
+from .methods import model_device
 
 
 class NonFiniteError(FloatingPointError):
@@ -28,8 +30,6 @@ class NonFiniteError(FloatingPointError):
 def locate_nonfinite(model, x) -> str:
     """Run ``model`` (a Sequential) layer by layer on ``x`` and name the first layer whose
     parameters or output are not finite."""
-    from .methods import model_device
-    from ..device import move
     with no_grad():
         h = x if isinstance(x, Tensor) else Tensor(move(x, model_device(model)))
         if not np.all(np.isfinite(h.numpy())):

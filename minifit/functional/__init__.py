@@ -6,4 +6,4 @@ from .basic import (abs, add, concatenate, div, flatten, getitem, matmul, mean, 
 from .conv import bn_relu_conv2d, conv2d, linear, maxout_conv2d  # noqa: F401
 from .loss import cross_entropy  # noqa: F401
 from .norm import batch_norm, batch_norm_relu  # noqa: F401
-from .pool import global_avg_pool2d, max_pool2d, maxout, maxout_pool2d, output_hw  # noqa: F401
+from .pool import global_avg_pool2d, max_pool2d, maxout, maxout_pool2d  # noqa: F401

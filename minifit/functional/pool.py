@@ -21,17 +21,23 @@ def maxout(x, pieces: int) -> Tensor:
     return Tensor.from_op(y, (x,), lambda g: (K.maxout_backward(g, arg, pieces),))
 
 
-def _pool_args(op, x, kernel_size, stride, ceil_mode):
-    _check.ndim(op, x, 4, "input", "N, C, H, W")
+def pool_window(op, hw, kernel_size, stride, ceil_mode):
+    """Checked (kernel, stride) pairs of a max pool over planes of size ``hw`` (stride
+    defaults to the window); errors name ``op``."""
     k = K.pair(kernel_size, "kernel_size")
     s = K.pair(k if stride is None else stride, "stride")
     if min(k) < 1 or min(s) < 1:
         _check.fail(op, f"kernel_size and stride must be >= 1, got {k} and {s}")
-    for size, kk in zip(x.shape[2:], k):
+    for size, kk in zip(hw, k):
         if size < kk and not ceil_mode:
-            _check.fail(op, f"window {k} is larger than the input {x.shape[2:]} (floor mode); "
+            _check.fail(op, f"window {k} is larger than the input {tuple(hw)} (floor mode); "
                             f"use ceil_mode=True or a smaller window")
     return k, s
+
+
+def _pool_args(op, x, kernel_size, stride, ceil_mode):
+    _check.ndim(op, x, 4, "input", "N, C, H, W")
+    return pool_window(op, x.shape[2:], kernel_size, stride, ceil_mode)
 
 
 def max_pool2d(x, kernel_size, stride=None, ceil_mode=False) -> Tensor:
@@ -59,11 +65,4 @@ def global_avg_pool2d(x) -> Tensor:
     _check.ndim("global_avg_pool2d", x, 4, "input", "N, C, H, W")
     y = K.global_avg_pool_forward(x.data)
     return Tensor.from_op(y, (x,), lambda g: (K.global_avg_pool_backward(g, x.shape),))
-
-
-def output_hw(hw, kernel_size, stride=None, ceil_mode=False):
-    """Pooled (h, w) for an (h, w) input, for shape bookkeeping without running the op."""
-    k = K.pair(kernel_size)
-    s = K.pair(k if stride is None else stride)
-    return tuple(K.pool_output_size(int(n), kk, ss, ceil_mode) for n, kk, ss in zip(hw, k, s))
 

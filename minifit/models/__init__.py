@@ -8,6 +8,7 @@ Families register a builder for a name or a name pattern (e.g. ``wrn-D-M``).
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 
@@ -41,17 +42,26 @@ def names() -> list[str]:
 
 
 def build(name: str, num_classes: int = 10, **kwargs) -> "Network":
+    """The network ``name``; ``kwargs`` are its family's options (maxout networks: bias="tied"
+    | "untied", max_norms={layer: norm}, irange)."""
     _load_families()
     if name in _BUILDERS:
-        net = _BUILDERS[name](num_classes=num_classes, **kwargs)
+        fn, args = _BUILDERS[name], ()
     else:
         for pat, fn, _ in _PATTERNS:
             m = pat.match(name)
             if m:
-                net = fn(m, num_classes=num_classes, **kwargs)
+                args = (m,)
                 break
         else:
             raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
+    try:
+        net = fn(*args, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise ValueError(f"model {name!r} does not take the option {str(e).split('argument')[-1].strip()}; "
+                         f"options given: {', '.join(sorted(kwargs))}") from None
     net.name = name
     return net
 
@@ -117,3 +127,21 @@ class Network(Sequential):
             mults += round(m * ratio)
         return params, mults
 
+
+
+def inference_seconds(net, batch: int = 100, repeats: int = 5) -> float:
+    """Median wall seconds of one eval-mode forward pass of ``net`` over ``batch`` random
+    images, after a warm-up pass (JIT compilation, buffers), as the papers' tables report
+    CPU time per batch of 100. The network's training mode is restored."""
+    was_training = net.training
+    net.eval()
+    x = Tensor(np.random.default_rng(0).standard_normal((batch,) + tuple(net.input_shape)).astype(np.float32))
+    times = []
+    with no_grad():
+        net(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t0)
+    net.train(was_training)
+    return float(np.median(times))

@@ -1,5 +1,5 @@
 """Wide residual networks WRN-D-M (Zagoruyko & Komodakis 2016) as the conditional
-adversarial KD paper uses them (../shared/reference/adversarial-kd.md), and that paper's
+adversarial KD paper uses them (Xu, Hsu & Huang 2017, arXiv 1709.00513), and that paper's
 discriminator over logits.
 
 ``wrn-D-M`` (D = 6n + 4, M the widen factor), for 3x32x32 inputs:
