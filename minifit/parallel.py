@@ -25,9 +25,9 @@ from contextlib import contextmanager
 import numpy as np
 
 # Gradients travel in buckets of at most this many bytes (contiguous float32, reduced in
-# place). 4 MiB: bench_distributed.py's all-reduce sweep on 2 local ranks reaches its
-# plateau bandwidth from about 1 MiB on, and a bucket this size keeps the packing copy
-# in L2/L3-sized pieces; FitNet-1's 2.5 MB of gradients go in one bucket.
+# place). 4 MiB: bench_distributed.py's all-reduce sweep on 2 local ranks (2026-12-02,
+# BENCHMARKS.md) ran at 8.7 GB/s at 1 MiB and 9.3 GB/s at 4 MiB, and fell to 0.2 GB/s from
+# 16 MiB on (that loaded 2-core machine); FitNet-1's 1.4 MB of gradients go in one bucket.
 BUCKET_BYTES = 4 << 20
 
 # environment variables that say "this process was started by an MPI launcher"
