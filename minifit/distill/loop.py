@@ -25,6 +25,7 @@ import numpy as np
 from .. import checkpoint
 from .. import random as mrandom
 from ..device import move
+from ..parallel import SINGLE
 from ..tensor import Tensor, no_grad
 from .methods import model_device
 from ..errors import UserError
@@ -137,7 +138,7 @@ class FitResult:
 
 def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = None,
         resume: bool = False, log=print, progress: bool = True, name: str = "train",
-        checkpoint_minutes: float = 5.0) -> FitResult:
+        checkpoint_minutes: float = 5.0, comm=SINGLE) -> FitResult:
     """Train ``method`` for up to ``epochs`` epochs.
 
     train: a Split (``batches(epoch, start, order, rng_state)``, ``position()``, ``num_batches``).
@@ -145,18 +146,22 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
     patience: stop after this many epochs without a better validation metric.
     checkpoint_minutes: with ``out_dir``, also write last.npz inside an epoch at this
     interval (0: after every step).
+    comm: data parallelism (minifit.parallel): each rank trains on its slice of every
+    batch; only rank 0 logs and writes checkpoints, and reads them for every rank.
     """
+    comm.attach(method)
+    if not comm.is_root:
+        log, progress = _quiet, False
     result = FitResult()
     last_path = best_path = None
     start_epoch, at = 1, None   # at: where to continue inside start_epoch (from a checkpoint)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         last_path, best_path = os.path.join(out_dir, "last.npz"), os.path.join(out_dir, "best.npz")
-        checkpoint.remove_partial(out_dir)
-        if resume and (os.path.exists(last_path) or os.path.exists(checkpoint.previous(last_path))):
-            ckpt = checkpoint.read_latest(last_path, log)
-            method.load_checkpoint(ckpt)
-            meta = ckpt["meta"]
+        if comm.is_root:
+            checkpoint.remove_partial(out_dir)
+        if resume and comm.bcast(os.path.exists(last_path) or os.path.exists(checkpoint.previous(last_path))):
+            meta, data = _load_latest(method, last_path, comm, log)
             result.history = meta["history"]
             result.best_epoch, result.best_metric = meta["best_epoch"], meta["best_metric"]
             result.seconds = meta.get("seconds", 0.0)
@@ -167,11 +172,16 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
                 start_epoch = epochs + 1
                 result.stopped_early = meta.get("stopped_early", False)
             elif meta.get("position"):
-                at = dict(meta["position"], order=ckpt["data"]["order"])
+                at = dict(meta["position"], order=data["order"])
                 log(f"[{name}] resuming epoch {start_epoch} of {epochs} after batch {at['batch']} "
                     f"of {train.num_batches}")
             else:
                 log(f"[{name}] resuming after epoch {meta['epoch']} of {epochs}")
+            if not meta.get("done") and meta.get("ranks", 1) != comm.size:
+                log(f"[{name}] the checkpoint was written by {meta.get('ranks', 1)} process(es), this run has "
+                    f"{comm.size}: weights, optimizer state and schedules carry over; the dropout masks and (with "
+                    "per-rank batch norm) the batch statistics of the remaining epochs differ from a run on the "
+                    "old number")
     step = sum(h.get("steps", 0) for h in result.history)
     every = None if out_dir is None else 60.0 * checkpoint_minutes
     last_saved = time.monotonic()
@@ -184,7 +194,7 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
             arrays["order"] = order
         method.save(last_path, arrays, keep_previous=True, epoch=epoch_done, history=result.history,
                     best_epoch=result.best_epoch, best_metric=result.best_metric, rng=mrandom.get_state(),
-                    seconds=result.seconds, position=position, **flags)
+                    seconds=result.seconds, position=position, ranks=comm.size, **flags)
         last_saved = time.monotonic()
 
     graceful_stop.training = True   # a signal from here on waits for the step to finish
@@ -193,7 +203,8 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
         for epoch in range(start_epoch, epochs + 1):
             t0 = time.perf_counter()
             method.on_epoch_start(epoch)
-            first, sums, count = 0, {}, 0
+            comm.on_epoch_start(epoch)
+            first, sums, count, images, comm0 = 0, {}, 0, 0, comm.comm_seconds
             batches = train.batches(epoch)
             if at is not None:   # the rest of an epoch stopped inside
                 first, sums, count = at["batch"], at["sums"], at["count"]
@@ -202,7 +213,9 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
                 at = None
             bar = Progress(train.num_batches, f"[{name}] epoch {epoch}/{epochs}", enabled=progress)
             for i, (idx, x, y) in enumerate(batches, start=first):
-                logs = method.step(idx, x, y)
+                images += len(idx)
+                idx, x, y = comm.part(idx, x, y)
+                logs = comm.mean_logs(method.step(idx, x, y))
                 step += 1
                 loss = logs["loss"]
                 if not math.isfinite(loss):
@@ -213,9 +226,11 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
-                bar.update(i + 1, f"loss {sums['loss'] / count:.4f}")
-                stop = graceful_stop.requested
-                if every is not None and (stop or time.monotonic() - last_saved >= every):
+                bar.update(i + 1, f"loss {sums['loss'] / count:.4f} " + _speed(images, comm.comm_seconds - comm0,
+                                                                                t0, comm))
+                # every rank stops at the same step: rank 0's signal decides
+                stop = graceful_stop.requested if comm.size == 1 else comm.bcast(graceful_stop.requested)
+                if every is not None and comm.is_root and (stop or time.monotonic() - last_saved >= every):
                     save_last(epoch - 1, {"epoch": epoch, "batch": i + 1, "sums": sums, "count": count,
                                           "elapsed": time.perf_counter() - t0})
                 if stop:
@@ -223,12 +238,17 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
                     raise StopRequested(stop, f"[{name}] after batch {i + 1} of {train.num_batches} in epoch {epoch}",
                                         last_path)
             bar.close()
+            speed = {"img_s": round(images / max(time.perf_counter() - t0, 1e-9), 1)}
+            if comm.size > 1:  # share of the training steps' time spent in (or waiting at) collectives
+                speed["comm_pct"] = round(100 * (comm.comm_seconds - comm0) / max(time.perf_counter() - t0, 1e-9), 1)
             method.on_epoch_end(epoch)
+            comm.sync_buffers(method)
             metric, vlogs = method.validate(valid)
             seconds = time.perf_counter() - t0
             result.seconds += seconds
             row = {"epoch": epoch, "steps": count, "seconds": round(seconds, 2), "valid_metric": metric,
-                   **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}, **vlogs, **method.epoch_logs()}
+                   **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}, **vlogs, **method.epoch_logs(),
+                   **speed}
             result.history.append(row)
             improved = metric < result.best_metric
             if improved:
@@ -240,7 +260,7 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
             stop = patience is not None and waited >= patience
             if out_dir is None and improved:
                 best_in_memory = method.state()
-            if out_dir is not None:
+            if out_dir is not None and comm.is_root:
                 if improved:
                     method.save(best_path, epoch=epoch)
                 save_last(epoch, done=stop or epoch == epochs, stopped_early=stop)
@@ -250,13 +270,46 @@ def fit(method, train, valid, epochs: int, out_dir=None, patience: int | None = 
                 break
             if graceful_stop.requested:
                 raise StopRequested(graceful_stop.requested, f"[{name}] after epoch {epoch} of {epochs}", last_path)
-        if best_path is not None and os.path.exists(best_path):
-            method.load(best_path)
+        if best_path is not None and comm.bcast(os.path.exists(best_path)):
+            _load(method, best_path, comm)
         elif best_in_memory is not None:
             method.restore(best_in_memory)
         return result
     finally:
         graceful_stop.training = False
+
+
+def _load(method, path, comm) -> dict:
+    """Load a checkpoint into ``method``: rank 0 reads it and sends it to every rank (the
+    other machines need not see rank 0's files). Returns its meta."""
+    return _load_latest(method, path, comm, None)[0]
+
+
+def _load_latest(method, path, comm, log) -> tuple[dict, dict]:
+    """(meta, data arrays) of the checkpoint at ``path`` loaded into ``method`` (with ``log``:
+    its previous one when it is corrupt, checkpoint.read_latest); rank 0 reads it and sends
+    it to every rank."""
+    payload = None
+    if comm.is_root:
+        ckpt = checkpoint.read(path) if log is None else checkpoint.read_latest(path, log)
+        method.load_checkpoint(ckpt)
+        payload = (method.state(), ckpt["meta"], ckpt["data"]) if comm.size > 1 else None
+        if comm.size == 1:
+            return ckpt["meta"], ckpt["data"]
+    state, meta, data = comm.bcast(payload)
+    if not comm.is_root:
+        method.restore(state)
+    return meta, data
+
+
+def _speed(images, comm_seconds, t0, comm) -> str:
+    elapsed = max(time.perf_counter() - t0, 1e-9)
+    text = f"{images / elapsed:.0f} img/s"
+    return text + (f" comm {100 * comm_seconds / elapsed:.0f}%" if comm.size > 1 else "")
+
+
+def _quiet(*_):
+    pass
 
 
 def _fmt(v):
