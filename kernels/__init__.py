@@ -14,8 +14,10 @@ without an array argument, dropout_mask, takes ``like=`` to name one). Layout is
 Layer kernels (_API; kernels.reference has each):
   im2col(x, kernel, stride, pad) -> cols (N, C*kh*kw, OH*OW)
   col2im(cols, x_shape, kernel, stride, pad) -> x (N, C, H, W)   (sums overlaps)
-  conv2d_forward(x, w, b, stride, pad) -> y (N, O, OH, OW)        (b may be None)
-  conv2d_backward(dy, x, w, stride, pad, need_dx) -> (dx | None, dw, db)
+  conv2d_forward(x, w, b, stride, pad) -> y (N, O, OH, OW)
+      b: None, (O,) tied (one bias per map) or (O, OH, OW) untied (one per position)
+  conv2d_backward(dy, x, w, stride, pad, need_dx, untied_bias=False) -> (dx | None, dw, db)
+      db: (O,), or (O, OH, OW) with untied_bias
   maxout_forward(x, pieces) -> (y, arg)   x: (N, C*pieces, ...), y: (N, C, ...), arg uint8
   maxout_backward(dy, arg, pieces) -> dx
   maxpool2d_forward(x, kernel, stride, ceil_mode) -> (y, arg)   arg: int32 flat h*W+w

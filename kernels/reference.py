@@ -62,7 +62,8 @@ def col2im(cols, x_shape, kernel, stride=1, pad=0):
 
 # --------------------------------------------------------------------------- conv
 def conv2d_forward(x, w, b, stride=1, pad=0):
-    """Cross-correlation. x (N, C, H, W), w (O, C, kh, kw), b (O,) or None -> (N, O, OH, OW)."""
+    """Cross-correlation. x (N, C, H, W), w (O, C, kh, kw) -> (N, O, OH, OW);
+    b: None, (O,) (tied: one bias per map) or (O, OH, OW) (untied: one per position)."""
     sh, sw = pair(stride, "stride")
     ph, pw = pair(pad, "pad")
     n, c, h, wd = x.shape
@@ -75,12 +76,13 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
             patch = xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
             y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
     if b is not None:
-        y += b.reshape(1, o, 1, 1).astype(x.dtype)
+        y += (b.reshape(1, o, 1, 1) if b.ndim == 1 else b[None]).astype(x.dtype)
     return y
 
 
-def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
-    """-> (dx or None, dw (O, C, kh, kw), db (O,) = dy summed over N, OH, OW)."""
+def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
+    """-> (dx or None, dw (O, C, kh, kw), db): db (O,) = dy summed over N, OH, OW, or with
+    ``untied_bias`` db (O, OH, OW) = dy summed over N."""
     sh, sw = pair(stride, "stride")
     ph, pw = pair(pad, "pad")
     n, c, h, wd = x.shape
@@ -96,7 +98,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
             dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, xp[sl])
             if need_dx:
                 dxp[sl] += np.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
-    db = dy.sum(axis=(0, 2, 3)).astype(x.dtype)
+    db = dy.sum(axis=(0,) if untied_bias else (0, 2, 3)).astype(x.dtype)
     dx = None
     if need_dx:
         dx = np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + wd])

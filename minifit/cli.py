@@ -9,7 +9,7 @@ import sys
 from . import __version__
 
 # module path of each sub-command family; a module exposes register(subparsers)
-_COMMAND_MODULES = ("minifit.data.cli", "minifit.distill.cli", "minifit.models.cli")
+_COMMAND_MODULES = ("minifit.data.cli", "minifit.distill.cli", "minifit.models.cli", "minifit.weights")
 
 
 def build_parser() -> argparse.ArgumentParser:

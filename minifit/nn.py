@@ -94,8 +94,15 @@ class Module:
             for name in mod._buffers:
                 yield (f"{mod_name}.{name}" if mod_name else name), mod, name
 
-    def num_params(self) -> int:
-        return int(sum(p.size for p in self.parameters()))
+    def num_params(self, which: str = "all") -> int:
+        """Number of parameters: "all", or "conv-bias" (the conv layers' biases only: per map
+        when tied, per map and position when untied)."""
+        if which == "all":
+            return int(sum(p.size for p in self.parameters()))
+        if which == "conv-bias":
+            return int(sum(m.bias.size for _, m in self.named_modules()
+                           if isinstance(m, Conv2d) and "bias" in m._params))
+        raise ValueError(f"num_params: which must be 'all' or 'conv-bias', got {which!r}")
 
     # -- modes and state ---------------------------------------------------
     def train(self, mode: bool = True):
@@ -306,16 +313,36 @@ class Conv2d(Module):
 
 
 class MaxoutConv2d(Conv2d):
-    """pylearn2's maxout conv layer: zero-pad, convolve to channels*pieces maps (one bias
-    per map), max over each group of ``pieces`` consecutive maps, then max-pool with a
-    ``pool`` window and ``pool_stride`` (ceil rounding, as pylearn2; pool=1: none)."""
+    """pylearn2's maxout conv layer: zero-pad, convolve to channels*pieces maps, max over
+    each group of ``pieces`` consecutive maps, then max-pool with a ``pool`` window and
+    ``pool_stride`` (ceil rounding, as pylearn2; pool=1: none).
+
+    bias="tied": one bias per conv map, shape (channels * pieces,) (the CIFAR configs);
+    bias="untied": one per conv map and detector position, shape (channels * pieces, OH, OW)
+    before maxout and pooling (pylearn2's default, the MNIST configs), which needs the
+    input's ``input_size`` (H, W) to know OH, OW. Both start at 0."""
 
     def __init__(self, in_channels, channels, pieces, kernel_size, padding=0, pool=1, pool_stride=1,
-                 irange=0.005, max_kernel_norm=None, ceil_mode=True, dtype=np.float32):
+                 irange=0.005, max_kernel_norm=None, ceil_mode=True, dtype=np.float32, bias="tied",
+                 input_size=None):
         super().__init__(in_channels, channels * pieces, kernel_size, 1, padding, irange=irange,
                          max_kernel_norm=max_kernel_norm, dtype=dtype)
         self.channels, self.pieces = channels, pieces
         self.pool, self.pool_stride, self.ceil_mode = pool, pool_stride, ceil_mode
+        if bias not in ("tied", "untied"):
+            raise ValueError(f"MaxoutConv2d: bias must be 'tied' or 'untied', got {bias!r}")
+        self.bias_kind = bias
+        if bias == "untied":
+            if input_size is None:
+                raise ValueError("MaxoutConv2d: bias='untied' needs input_size=(H, W) of the layer's input, "
+                                 "to size one bias per output position")
+            (kh, kw), (ph, pw) = self.kernel_size, K.pair(padding)
+            h, w = K.pair(input_size)
+            oh, ow = K.conv_output_size(h, kh, 1, ph), K.conv_output_size(w, kw, 1, pw)
+            if oh < 1 or ow < 1:
+                raise ValueError(f"MaxoutConv2d: kernel {kh}x{kw} is larger than the padded input {h}x{w} "
+                                 f"(padding {padding})")
+            self.bias = Parameter(np.zeros((channels * pieces, oh, ow), dtype))
 
     def forward(self, x):
         # one fused op (conv, maxout, pool): the same values and gradients as
@@ -326,7 +353,7 @@ class MaxoutConv2d(Conv2d):
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.channels}x{self.pieces}, kernel_size={self.kernel_size}, "
-                f"padding={self.padding}, pool={self.pool}/{self.pool_stride}")
+                f"padding={self.padding}, pool={self.pool}/{self.pool_stride}, bias={self.bias_kind}")
 
 
 class _BatchNorm(Module):

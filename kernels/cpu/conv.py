@@ -18,7 +18,10 @@ Which path runs when (forward):
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
         C >= 32, OH*OW >= 64                                                 with channels_last
 
-The backward is one path: im2col and two GEMMs per chunk (conv2d_backward's docstring).
+A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
+untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
+whole output in conv2d_forward). The backward is one path: im2col and two GEMMs per chunk
+(conv2d_backward's docstring).
 Every threshold is in tuning.py with its measurement; every path is held to
 kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py).
 """
@@ -38,16 +41,18 @@ from .runtime import parallel, single_blas
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """y[n, o] = sum_c x[n, c] (*) w[o, c] + b[o] (cross-correlation; x (N, C, H, W), w (O, C,
-    kh, kw), b (O,) or None) -> y (N, O, OH, OW) in CNHW layout. By GEMMs per chunk of
+    kh, kw); b None, tied (O,) or untied (O, OH, OW): y[n, o, i, j] += b[o, i, j]) -> y (N, O,
+    OH, OW) in CNHW layout. By GEMMs per chunk of
     samples (_conv_chunks): W @ im2col(x), or for thin layers (_use_rows) the rows
     orientation im2row(x) @ W^T transposed back."""
     return _conv_forward("conv2d_forward", x, w, b, stride, pad)
 
 
-def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
+def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     """The adjoint of conv2d_forward -> (dx | None, dw, db): per chunk of samples,
-    dW^T += cols @ dY^T (cols = im2col(x) with a row of ones under it, so db comes out of
-    the same GEMM as its last row) and dx = col2im(W^T @ dY) (in CNHW layout). Each worker
+    dW^T += cols @ dY^T (cols = im2col(x) with a row of ones under it, so the tied db (O,)
+    comes out of the same GEMM as its last row; ``untied_bias``: db (O, OH, OW) = dY summed
+    over the samples) and dx = col2im(W^T @ dY) (in CNHW layout). Each worker
     sums its chunks' dW, then the workers' sums are added."""
     fn = "conv2d_backward"
     d, dt = check(fn, [Spec("x", x, ("N", "C", "H", "W")), Spec("w", w, ("O", "C", "kh", "kw")),
@@ -95,25 +100,39 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
     for a in acc.values():
         total = a if total is None else total + a
     dx = dxb.swapaxes(0, 1) if need_dx else None
-    return dx, np.ascontiguousarray(total[:k].T).reshape(w.shape), total[k].copy()
+    # untied: db (O, OH, OW) = dy summed over the samples (the tied db is its sum over positions)
+    db = dyc.reshape(o, n, p).sum(axis=1).reshape(o, oh, ow) if untied_bias else total[k].copy()
+    return dx, np.ascontiguousarray(total[:k].T).reshape(w.shape), db
 
 
 # ------------------------------------------------------------------ the forward GEMMs
 def _conv_geometry(fn, x, w, b, stride, pad):
-    """Checked conv arguments -> (dims d, dtype, (sh, sw), (ph, pw), oh, ow)."""
+    """Checked conv arguments -> (dims d, dtype, (sh, sw), (ph, pw), oh, ow). The bias b is
+    None, tied (O,) or untied (O, OH, OW)."""
     specs = [Spec("x", x, ("N", "C", "H", "W")), Spec("w", w, ("O", "C", "kh", "kw"))]
-    if b is not None:
-        specs.append(Spec("b", b, ("O",)))
     d, dt = check(fn, specs)
     _, _, sh, sw, ph, pw = geometry(fn, (d["kh"], d["kw"]), stride, pad)
     oh, ow = conv_out(fn, d["H"], d["W"], d["kh"], d["kw"], sh, sw, ph, pw)
+    if b is not None:
+        pat = ("O",) if getattr(b, "ndim", 1) == 1 else ("O", oh, ow)
+        check(fn, specs + [Spec("b (tied (O,) or untied (O, OH, OW))", b, pat)])
     return d, dt, (sh, sw), (ph, pw), oh, ow
+
+
+def _untied(b):
+    """True for an untied bias (O, OH, OW): one bias per output position, added to the GEMM
+    output (the tied bias rides in the GEMM as a column against ones)."""
+    return b is not None and b.ndim == 3
 
 
 def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_last=False):
     d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
     n, o = d["N"], d["O"]
     p = oh * ow
+    if _untied(b):   # y = conv(x, w) + b[None]: rare (pieces = 1, no pool), so not fused
+        y = _conv_forward(fn, x, w, None, stride, pad, pre, residual, channels_last)
+        y += b[None]
+        return y
     if residual is not None:  # (x beside it: the check also holds residual to x's dtype)
         check(fn, [Spec("residual", residual, (n, o, oh, ow)), Spec("x", x, ("N", "C", "H", "W"))])
     if channels_last:   # the rows GEMM writes y's rows; the residual is added in place
@@ -274,10 +293,16 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         wp, bp = w[perm], None if b is None else b[perm]
         y = np.empty((n * yh * yw, cy), dtype=dt)
         arg = np.empty((n * yh * yw, cy), dtype=arg_dt)
+        # an untied bias is added to each chunk's rows: (OH*OW, O) in the rows' column order
+        bu = np.ascontiguousarray(bp.reshape(o, oh * ow).T) if _untied(b) else None
+        bp = None if _untied(b) else bp
 
         def reduce_rows(z, n0):   # z: the NHWC rows of samples n0..n0+m-1
             if not fft:   # (a transposed view of a GEMM chunk, on a pool thread)
                 z = z.reshape(o, -1).T
+            if bu is not None:
+                z3 = z.reshape(-1, oh * ow, o)   # (a view: z's rows are whole samples)
+                z3 += bu
             m = z.shape[0] // (oh * ow)
             part = -(-m // runtime.NT) if fft else m   # an FFT chunk's rows are split over the threads
             parallel(lambda i, _w: mo_rows_k(z[i * part * oh * ow:(i + 1) * part * oh * ow], pieces, oh, ow,
@@ -296,11 +321,15 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
 
     # (the maxout reductions read z along positions: in the rows orientation z is first
     # transposed in cache; on the transposed view they ran 1.5-5x slower)
+    bu = b.reshape(o, 1, oh * ow) if _untied(b) else None
+
     def reduce(z, n0):
+        if bu is not None:
+            z += bu
         if pool is None:
             maxout_into_k(z, pieces, n0, y, arg)
         else:
             mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
-    _conv_chunks(x, w, b, stride, pad, oh, ow, dt, reduce, rows=_use_rows(d["C"], o, kh, kw),
-                 contiguous=True)
+    _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
+                 rows=_use_rows(d["C"], o, kh, kw), contiguous=True)
     return (y.reshape(cy, n, yh, yw).swapaxes(0, 1), arg.reshape(cy, n, yh, yw).swapaxes(0, 1))

@@ -33,7 +33,7 @@ from ._common import ceil_div, empty, kernel, launch, launch1d, need, same_dtype
 from .reduce import reduce_sum
 
 TILES = (8, 16)       # 16 x 16 blocks; 8 x 8 when one side of C is at most 8 (skinny products)
-BIAS_NONE, BIAS_ROW, BIAS_COL = 0, 1, 2
+BIAS_NONE, BIAS_ROW, BIAS_COL, BIAS_FULL = 0, 1, 2, 3   # BIAS_FULL: bias[row * N + col]
 
 
 def _make_gemm(nbt, TILE):
@@ -105,6 +105,8 @@ def _make_gemm(nbt, TILE):
                 acc += bias[row]
             elif bias_mode == BIAS_COL:
                 acc += bias[col]
+            elif bias_mode == BIAS_FULL:   # (an untied conv bias: one per map and position)
+                acc += bias[row * N + col]
             if reduce_batch:
                 C[0, row, col] = acc
             else:
@@ -147,7 +149,7 @@ def gemm(A, B, trans_a=False, trans_b=False, bias=None, bias_mode=BIAS_NONE, red
         C = full((out_b, M, N), 0, dt)
         if bias_mode != BIAS_NONE:
             from .elementwise import add
-            C = add(C, bias.reshape((1, M, 1)) if bias_mode == BIAS_ROW else bias.reshape((1, 1, N)))
+            C = add(C, bias.reshape({BIAS_ROW: (1, M, 1), BIAS_COL: (1, 1, N), BIAS_FULL: (1, M, N)}[bias_mode]))
         return C
     tile = TILES[0] if min(M, N) <= TILES[0] else TILES[-1]
     grid = (ceil_div(N, tile), ceil_div(M, tile), out_b)
@@ -275,31 +277,39 @@ def _conv_check(fname, x, w, b=None, dy=None):
     need(fname, "x", x, ndim=4)
     need(fname, "w", w, ndim=4)
     if b is not None:
-        need(fname, "b", b, ndim=1)
+        need(fname, "b", b, ndim=(1, 3))   # tied (O,) or untied (O, OH, OW)
     if dy is not None:
         need(fname, "dy", dy, ndim=4)
     same_dtype(fname, x=x, w=w, b=b, dy=dy)
     if int(w.shape[1]) != int(x.shape[1]):
         raise ValueError(f"{fname}: w must have shape (O, C={int(x.shape[1])}, kh, kw) for x "
                          f"{tuple(x.shape)}, got {tuple(w.shape)}")
-    if b is not None and tuple(b.shape) != (int(w.shape[0]),):
-        raise ValueError(f"{fname}: b must have shape (O={int(w.shape[0])},), got {tuple(b.shape)}")
+    if b is not None and int(b.shape[0]) != int(w.shape[0]):
+        raise ValueError(f"{fname}: b must have shape (O={int(w.shape[0])},) (tied) or (O, OH, OW) "
+                         f"(untied), got {tuple(b.shape)}")
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
-    """Cross-correlation. x (N, C, H, W), w (O, C, kh, kw), b (O,) or None -> (N, O, OH, OW)."""
+    """Cross-correlation. x (N, C, H, W), w (O, C, kh, kw) -> (N, O, OH, OW); b: None, (O,)
+    (tied) or (O, OH, OW) (untied), added in the GEMM's epilogue."""
     _conv_check("conv2d_forward", x, w, b)
     n, c, h, wd = (int(s) for s in x.shape)
     o, _, kh, kw = (int(s) for s in w.shape)
     _, _, sh, sw, ph, pw = _geom("conv2d_forward", (kh, kw), stride, pad)
     oh, ow = _out_hw("conv2d_forward", h, wd, kh, kw, sh, sw, ph, pw)
+    if b is not None and len(b.shape) == 3 and tuple(b.shape) != (o, oh, ow):
+        raise ValueError(f"conv2d_forward: an untied bias must have shape (O, OH, OW) = {(o, oh, ow)}, "
+                         f"got {tuple(b.shape)}")
     cols = _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow)
-    y = gemm(w.reshape((1, o, c * kh * kw)), cols, bias=b, bias_mode=BIAS_ROW)
+    untied = b is not None and len(b.shape) == 3
+    y = gemm(w.reshape((1, o, c * kh * kw)), cols, bias=b.reshape((o * oh * ow,)) if untied else b,
+             bias_mode=BIAS_FULL if untied else BIAS_ROW)
     return y.reshape((n, o, oh, ow))
 
 
-def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
-    """-> (dx or None, dw (O, C, kh, kw), db (O,) = dy summed over N, OH, OW)."""
+def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
+    """-> (dx or None, dw (O, C, kh, kw), db): db (O,) = dy summed over N, OH, OW, or with
+    ``untied_bias`` (O, OH, OW) = dy summed over N."""
     _conv_check("conv2d_backward", x, w, dy=dy)
     n, c, h, wd = (int(s) for s in x.shape)
     o, _, kh, kw = (int(s) for s in w.shape)
@@ -311,7 +321,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True):
     dy3 = dy.reshape((n, o, oh * ow))
     cols = _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow)
     dw = gemm(dy3, cols, trans_b=True, reduce_batch=True).reshape((o, c, kh, kw))
-    db = reduce_sum(dy3, (0, 2))
+    db = reduce_sum(dy3, 0).reshape((o, oh, ow)) if untied_bias else reduce_sum(dy3, (0, 2))
     dx = None
     if need_dx:
         dcols = gemm(w.reshape((1, o, c * kh * kw)), dy3, trans_a=True)

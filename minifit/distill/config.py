@@ -30,6 +30,10 @@ class Scaler:
     def __call__(self, epochs):
         return max(1, int(round(epochs * self.scale)))
 
+    def exact(self, epoch: float) -> float:
+        """An epoch position scaled without rounding (the lambda anneal is continuous)."""
+        return float(epoch) * self.scale
+
 
 def build_optimizer(model_params, spec: dict, where: str):
     """``optimizer = { name = "sgd" | "rmsprop" | "adam", lr = ..., ... }``."""
@@ -66,7 +70,7 @@ def build_lambda(spec: dict, scale: Scaler) -> LinearAnneal:
     lam = spec.get("lam", [4.0, 0.0])
     lam = lam if isinstance(lam, list) else [lam, lam]
     e0, e1 = spec.get("lam_epochs", [5, 150])
-    return LinearAnneal(lam[0], lam[1], (scale(e0), scale(e1)))
+    return LinearAnneal(lam[0], lam[1], (scale.exact(e0), scale.exact(e1)))
 
 
 def apply_lr_scale(model, spec: dict):

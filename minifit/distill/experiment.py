@@ -110,13 +110,32 @@ def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print
         augment.append(P.RandomFlip())
     bs = cfg.get("run", {}).get("batch_size", 128)
     seed = cfg.get("run", {}).get("seed", 0)
+    drop_last = d.get("drop_last", False)   # a last partial training batch is skipped (PyTorch's drop_last)
     splits = {k: Split(images[k], labels[k], bs, transform, augment if k == "train" else (), seed,
-                       title=t.title) for k, t in (("train", train), ("valid", valid), ("test", test))}
+                       title=t.title, drop_last=drop_last and k == "train")
+              for k, t in (("train", train), ("valid", valid), ("test", test))}
     meta = {"dataset": name, "train": splits["train"].title, "valid": splits["valid"].title,
             "test": splits["test"].title, "test_file": str(test.test_file or test.source_files[0]),
             "num_classes": full.num_classes, "preprocess": repr(pipeline), "augment": [repr(a) for a in augment],
             "sizes": {k: len(v) for k, v in splits.items()}}
     return splits, meta
+
+
+def _model_options(spec: dict, where: str) -> dict:
+    """The options models.build gets: ``model_options`` plus the table's ``bias`` key."""
+    opts = dict(spec.get("model_options", {}))
+    if "bias" in spec:
+        if spec["bias"] not in ("tied", "untied"):
+            raise ConfigError(f"{where}: bias must be \"tied\" or \"untied\", got {spec['bias']!r}")
+        opts["bias"] = spec["bias"]
+    return opts
+
+
+def _build_model(spec: dict, where: str, num_classes: int):
+    try:
+        return M.build(require(spec, "model", where), num_classes, **_model_options(spec, where))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 # -- the stages -------------------------------------------------------------------------
@@ -155,6 +174,7 @@ class Runner:
         test_err = error_rate(model, self.splits["test"])
         final = fits[-1]
         row = {"label": label, "method": method_name, "model": model.name, "params": model.num_params(),
+               "bias": getattr(model, "bias_kind", None),
                "paper_params": model.paper_counts()[0], "test_err": test_err,
                "valid_err": final.best_metric, "best_epoch": final.best_epoch,
                "epochs": [len(f.history) for f in fits], "seconds": [round(f.seconds, 1) for f in fits],
@@ -181,9 +201,10 @@ class Runner:
     def teacher(self):
         spec = self.cfg["teacher"]
         mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0))
-        model = M.build(require(spec, "model", "[teacher]"), self.num_classes,
-                        **spec.get("model_options", {})).to(device=self.device)
+        model = _build_model(spec, "[teacher]", self.num_classes).to(device=self.device)
         apply_lr_scale(model, spec)
+        if spec.get("weights"):
+            return self._teacher_from_file(model, spec)
         if spec.get("checkpoint"):
             # a teacher trained by another run (e.g. the depth experiment reuses FitNet-1's)
             path = Path(spec["checkpoint"])
@@ -200,14 +221,35 @@ class Runner:
         self.record("teacher", "backprop", model, [f])
         return model
 
+    def _teacher_from_file(self, model, spec):
+        """A teacher trained elsewhere: ``weights`` (.safetensors / .npz, e.g. a PyTorch
+        state_dict saved with safetensors) loaded through ``rename`` {file name: minifit
+        name}, then evaluated on the validation and test splits like a trained one."""
+        from .. import weights
+        path = Path(spec["weights"])
+        rename = spec.get("rename")
+        if rename is not None and not isinstance(rename, dict):
+            raise ConfigError("[teacher] rename must be a table {\"name in the file\" = \"minifit name\", ...}")
+        if not path.exists():
+            raise ConfigError(f"[teacher] weights: {path} does not exist (relative paths are read from the "
+                              f"current folder, {Path.cwd()})")
+        weights.load(model, path, rename)
+        digest = weights.sha256(path)
+        self.log(f"[teacher] loaded {model.name} ({getattr(model, 'bias_kind', 'tied')} biases) from {path} "
+                 f"(SHA-256 {digest[:16]}...)")
+        self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"]))],
+                     {"weights_file": path.name, "weights_sha256": digest})
+        return model
+
     def student(self, i, spec, teacher):
         """Build the [[student]] table's model and train it by its method's entry of
         STUDENT_METHODS; returns the report row."""
         method = spec["method"]
         label = spec.get("label", method)
-        mrandom.manual_seed(self.cfg.get("run", {}).get("seed", 0) + 1000 * (i + 1))
-        model = M.build(require(spec, "model", f"[[student]] {label}"), self.num_classes,
-                        **spec.get("model_options", {})).to(device=self.device)
+        # ``seed``: the student's initialisation seed (rows with the same seed start from the
+        # same weights); default: one per row
+        mrandom.manual_seed(spec.get("seed", self.cfg.get("run", {}).get("seed", 0) + 1000 * (i + 1)))
+        model = _build_model(spec, f"[[student]] {label}", self.num_classes).to(device=self.device)
         apply_lr_scale(model, spec)
         return STUDENT_METHODS[method](self, spec, label, model, teacher, f"student-{label}")
 
@@ -330,8 +372,18 @@ def write_reports(summary: dict, out: Path):
         lines.append(f"| {r['label']} | {r['method']} | {r['model']} | {r['params']:,} ({r['paper_params']:,}) | "
                      f"{'-' if perr is None else perr} | {r['test_err']:.2f} | {r['valid_err']:.2f} ({r['best_epoch']}) | "
                      f"{' + '.join(map(str, r['epochs']))} | {' + '.join(map(str, r['seconds']))} |")
-    lines += ["", "Params: weights and biases as built (one bias per map); in brackets every maxout layer "
-              "counted as 2 pieces, the convention that reproduces the paper's figures.", ""]
+    kinds = {}
+    for r in summary["results"]:
+        if r.get("bias"):
+            kinds.setdefault(r["bias"], []).append(r["label"])
+    biases = "; ".join(f"{k} conv biases ({'one per map and position' if k == 'untied' else 'one per map'}): "
+                       f"{', '.join(v)}" for k, v in sorted(kinds.items()))
+    lines += ["", f"Params: weights and biases as built{' (' + biases + ')' if biases else ''}; in brackets every "
+              "maxout layer counted as 2 pieces, the convention that reproduces the paper's figures.", ""]
+    for r in summary["results"]:
+        if r.get("weights_sha256"):
+            lines.append(f"Row {r['label']}: not trained here, loaded from `{r['weights_file']}` "
+                         f"(SHA-256 {r['weights_sha256']}) and evaluated by minifit.")
     for r in summary["results"]:
         if "hint_curve" in r:
             lines.append(f"Hint stage of {r['label']} ({r['guided']} <- teacher {r['hint']}, regressor "

@@ -153,9 +153,12 @@ class LinearAnneal:
         self.start, self.end, self.epochs = float(start), float(end), tuple(epochs)
 
     def __call__(self, epoch: int) -> float:
-        e0, e1 = self.epochs
-        a = min(max((epoch - e0) / max(e1 - e0, 1), 0.0), 1.0)
-        return self.start + a * (self.end - self.start)
+        e0, e1 = self.epochs   # (may be fractional: epoch positions scaled by --epochs-scale)
+        if epoch <= e0:
+            return self.start
+        if epoch >= e1:
+            return self.end
+        return self.start + (epoch - e0) / (e1 - e0) * (self.end - self.start)
 
 
 class KD(Method):

@@ -12,16 +12,18 @@ class Split:
     (applied per batch) and training-time ``augment`` callables (x, rng) -> x.
 
     ``batches(epoch)`` yields (idx, x, y), shuffled with a seed derived from (seed, epoch),
-    so epoch e is the same whether or not the run was interrupted before it.
+    so epoch e is the same whether or not the run was interrupted before it; with
+    ``drop_last`` a last partial batch is skipped.
     """
 
-    def __init__(self, images, labels, batch_size=128, transform=None, augment=(), seed=0, title=""):
+    def __init__(self, images, labels, batch_size=128, transform=None, augment=(), seed=0, title="",
+                 drop_last=False):
         self.images, self.labels = images, np.asarray(labels, np.int64)
         self.transform, self.augment, self.batch_size, self.seed = transform, tuple(augment), batch_size, seed
         self.title = title
         # BatchIterator yields (x, "labels"); passing example indices as the labels gives us idx
         self._train = BatchIterator((images, np.arange(len(self.labels))), batch_size, shuffle=True,
-                                    seed=seed, transform=transform, augment=self.augment)
+                                    seed=seed, transform=transform, augment=self.augment, drop_last=drop_last)
 
     def __len__(self):
         return len(self.labels)

@@ -21,22 +21,30 @@ def _conv_args(x, w, b, stride, padding):
     if C != Cw:
         _check.fail("conv2d", f"input has {C} channels {x.shape} but the weight {w.shape} expects {Cw} "
                               f"(weight layout O, C, kh, kw)")
-    if b is not None and b.shape != (O,):
-        _check.fail("conv2d", f"bias must have shape ({O},), got {b.shape}")
     if min(stride) < 1 or min(pad) < 0:
         _check.fail("conv2d", f"stride must be >= 1 and padding >= 0, got stride={stride} padding={pad}")
     if H + 2 * pad[0] < kh or W + 2 * pad[1] < kw:
         _check.fail("conv2d", f"kernel {kh}x{kw} is larger than the padded input "
                               f"{H + 2 * pad[0]}x{W + 2 * pad[1]} (input {x.shape}, padding {pad})")
+    untied = (O, K.conv_output_size(H, kh, stride[0], pad[0]), K.conv_output_size(W, kw, stride[1], pad[1]))
+    if b is not None and b.shape not in ((O,), untied):
+        _check.fail("conv2d", f"bias must have shape ({O},) (tied: one per map) or {untied} (untied: one per "
+                              f"map and output position), got {b.shape}")
     return x, w, b, stride, pad
 
 
-def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
-    """Cross-correlation. x: (N, C, H, W), w: (O, C, kh, kw), b: (O,) -> (N, O, OH, OW),
-    OH = (H + 2 pad_h - kh) // stride_h + 1.
+def _untied(b) -> bool:
+    """An untied bias (O, OH, OW): one per output position (pylearn2's MNIST maxout layers)."""
+    return b is not None and b.ndim == 3
 
-    Backward (kernels.conv2d_backward): dW = sum_n dY_n im2col(x_n)^T, db = sum dY,
-    dx = col2im(W^T dY).
+
+def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
+    """Cross-correlation. x: (N, C, H, W), w: (O, C, kh, kw) -> (N, O, OH, OW),
+    OH = (H + 2 pad_h - kh) // stride_h + 1; b: (O,) tied, y[n, o] += b[o], or
+    (O, OH, OW) untied, y[n, o, i, j] += b[o, i, j].
+
+    Backward (kernels.conv2d_backward): dW = sum_n dY_n im2col(x_n)^T, dx = col2im(W^T dY),
+    db = dY summed over n, i, j (tied) or over n only (untied).
     """
     return _conv2d(*_conv_args(x, w, b, stride, padding))
 
@@ -46,7 +54,7 @@ def _conv2d(x, w, b, stride, pad) -> Tensor:
     y = K.conv2d_forward(x.data, w.data, None if b is None else b.data, stride, pad)
 
     def backward(g):
-        dx, dw, db = K.conv2d_backward(g, x.data, w.data, stride, pad, x.requires_grad)
+        dx, dw, db = K.conv2d_backward(g, x.data, w.data, stride, pad, x.requires_grad, _untied(b))
         return dx, dw, db
     parents = (x, w) if b is None else (x, w, b)
     return Tensor.from_op(y, parents, backward)
@@ -54,7 +62,8 @@ def _conv2d(x, w, b, stride, pad) -> Tensor:
 
 def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_stride=None,
                   ceil_mode=True) -> Tensor:
-    """maxout(conv2d(x, w, b), pieces), then with ``pool`` a max pool (window ``pool``,
+    """maxout(conv2d(x, w, b), pieces), b tied (O,) or untied (O, OH, OW), then with
+    ``pool`` a max pool (window ``pool``,
     stride ``pool_stride``, default the window): the values and gradients of
     ``maxout_pool2d(conv2d(...))`` / ``maxout(conv2d(...))``, with one fused forward kernel
     (kernels.conv2d_maxout_forward) that never stores the whole conv output.
@@ -82,7 +91,7 @@ def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_str
             dz = K.maxout_backward(g, arg, pieces)
         else:
             dz = K.maxout_pool_backward(g, arg, z_shape, pieces)
-        return K.conv2d_backward(dz, x.data, w.data, stride, pad, x.requires_grad)
+        return K.conv2d_backward(dz, x.data, w.data, stride, pad, x.requires_grad, _untied(b))
     return Tensor.from_op(y, parents, backward)
 
 
@@ -114,7 +123,7 @@ def bn_relu_conv2d(x, gamma, beta, running_mean, running_var, w, b=None, stride=
 
     def backward(g):
         a = K.relu_forward(K.batch_norm_inference(x.data, gamma.data, beta.data, running_mean, running_var, eps))
-        da, dw, db = K.conv2d_backward(g, a, w.data, stride, pad, True)
+        da, dw, db = K.conv2d_backward(g, a, w.data, stride, pad, True, _untied(b))
         dx, dgamma, dbeta = K.batch_norm_eval_backward(K.relu_backward(da, a), x.data, gamma.data,
                                                        running_mean, running_var, eps)
         return (dx, dgamma, dbeta, dw) + (() if b is None else (db,)) + (() if residual is None else (g,))

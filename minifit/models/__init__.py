@@ -42,17 +42,26 @@ def names() -> list[str]:
 
 
 def build(name: str, num_classes: int = 10, **kwargs) -> "Network":
+    """The network ``name``; ``kwargs`` are its family's options (maxout networks: bias="tied"
+    | "untied", max_norms={layer: norm}, irange)."""
     _load_families()
     if name in _BUILDERS:
-        net = _BUILDERS[name](num_classes=num_classes, **kwargs)
+        fn, args = _BUILDERS[name], ()
     else:
         for pat, fn, _ in _PATTERNS:
             m = pat.match(name)
             if m:
-                net = fn(m, num_classes=num_classes, **kwargs)
+                args = (m,)
                 break
         else:
             raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
+    try:
+        net = fn(*args, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise ValueError(f"model {name!r} does not take the option {str(e).split('argument')[-1].strip()}; "
+                         f"options given: {', '.join(sorted(kwargs))}") from None
     net.name = name
     return net
 

@@ -14,6 +14,8 @@ def register(sub):
     p.add_argument("models", nargs="+", metavar="NAME", help=f"model names, e.g. {', '.join(names()[:4])}")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default 10; 100 for wrn-*)")
     p.add_argument("--teacher", default=None, help="teacher to compare with (default: the family's)")
+    p.add_argument("--bias", choices=("tied", "untied"), default=None,
+                   help="maxout conv biases: one per map (tied, the default) or per map and position (untied)")
     p.add_argument("--no-time", action="store_true", help="skip the inference timing")
     p.add_argument("--batch", type=int, default=100, help="batch size for the timing (default 100)")
     p.add_argument("--layers", action=__import__("argparse").BooleanOptionalAction, default=True,
@@ -33,13 +35,14 @@ def _diff(ours, paper) -> str:
     return f"{100 * (ours - paper) / paper:+.1f}%"
 
 
-def describe(name, classes=None, teacher=None, timing=True, batch=100, layers=True, cache=None) -> str:
+def describe(name, classes=None, teacher=None, timing=True, batch=100, layers=True, cache=None,
+             bias=None) -> str:
     cache = {} if cache is None else cache
     classes = classes or (100 if name.startswith("wrn-") else 10)
 
     def get(n):
         if n not in cache:
-            net = build(n, classes)
+            net = build(n, classes, **({"bias": bias} if bias else {}))
             cache[n] = (net, inference_seconds(net, batch) if timing else None)
         return cache[n]
     net, secs = get(name)
@@ -52,6 +55,10 @@ def describe(name, classes=None, teacher=None, timing=True, batch=100, layers=Tr
     p2, m2 = net.paper_counts()
     out.append(f"total: {params:,} params, {mults:,} mults/image; counting maxout as 2 pieces: "
                f"{p2:,} params, {m2:,} mults")
+    kind = getattr(net, "bias_kind", None)
+    if kind is not None:
+        out.append(f"conv biases {kind} ({'one per map and detector position' if kind == 'untied' else 'one per map'}): "
+                   f"{net.num_params('conv-bias'):,} of the params")
     fig = FIGURES.get(name)
     if fig:
         parts = [f"paper ({fig['source']}): {_num(fig['params'])} params"]
@@ -83,6 +90,7 @@ def describe(name, classes=None, teacher=None, timing=True, batch=100, layers=Tr
 def run(args):
     cache = {}
     for name in args.models:
-        print(describe(name, args.classes, args.teacher, not args.no_time, args.batch, args.layers, cache))
+        print(describe(name, args.classes, args.teacher, not args.no_time, args.batch, args.layers, cache,
+                       args.bias))
         print()
     return 0

@@ -1,10 +1,16 @@
 """The maxout networks of the FitNets paper (Romero et al., ICLR 2015, arXiv 1412.6550) as
-the paper and the authors' released training configurations give them: the MNIST,
-CIFAR-10 and SVHN teachers, the MNIST FitNet, CIFAR FitNets 1-4 and the depth-experiment
-networks. Layer names are h0, h1, ... (0-based, as the released
-configs) and y for the softmax layer; dropout layers are named d0, d1, ... before the layer
-they feed. Biases are one per output map ("tied")."""
+the paper and the authors' released training configurations give them (the teachers'
+from the maxout paper's configurations, Goodfellow et al. 2013): the MNIST, CIFAR-10 and
+SVHN teachers, the MNIST FitNet, CIFAR FitNets 1-4 and the depth-experiment networks.
+Layer names are h0, h1, ... (0-based, as the released configs) and y for the softmax
+layer; dropout layers are named d0, d1, ... before the layer they feed.
+
+Conv biases: ``bias="tied"`` (default) keeps one per conv map, as the CIFAR configs;
+``bias="untied"`` one per map and detector position, pylearn2's default and the MNIST
+configs' choice (the MNIST experiments use it)."""
 from __future__ import annotations
+
+import kernels as K
 
 from ..nn import Dropout, Flatten, Linear, MaxoutConv2d, MaxoutLinear
 from . import Network, register
@@ -15,20 +21,33 @@ DENSE_NORM = 1.9        # teachers' dense maxout layer max column norm
 
 
 def maxout_net(input_shape, convs, dense=None, num_classes=10, input_drop=0.0, hidden_drop=0.0,
-               hint=None, irange=IRANGE):
+               hint=None, irange=IRANGE, bias="tied", max_norms=None):
     """convs: [(channels, pieces, kernel, pad, pool, pool_stride)], dense: (units, pieces) or None.
 
     ``hint``: the layer name a FitNet's hint/guided layer defaults to (metadata only).
-    ``irange``: U(-irange, irange) init of every layer (the configs' .005 by default)."""
+    ``irange``: U(-irange, irange) init of every layer (the configs' .005 by default).
+    ``bias``: "tied" or "untied" conv biases (see the module docstring).
+    ``max_norms``: {layer name: max kernel / column norm} overriding the configs' .9 (h0) and
+    1.9365 (later layers), e.g. {"h1": 0.9}."""
+    if bias not in ("tied", "untied"):
+        raise ValueError(f"bias must be 'tied' or 'untied', got {bias!r}")
+    max_norms = dict(max_norms or {})
+    names = {f"h{i}" for i in range(len(convs) + (dense is not None))} | {"y"}
+    unknown = sorted(set(max_norms) - names)
+    if unknown:
+        raise ValueError(f"max_norms: no layer named {', '.join(unknown)} in this network (layers: "
+                         f"{', '.join(sorted(names))})")
     layers = []
-    c = input_shape[0]
+    c, hw = input_shape[0], tuple(input_shape[1:])
     for i, (ch, pieces, k, pad, pool, pstride) in enumerate(convs):
         drop = input_drop if i == 0 else hidden_drop
         if drop:
             layers.append((f"d{i}", Dropout(drop)))
+        norm = max_norms.get(f"h{i}", FIRST_NORM if i == 0 else NORM)
         layers.append((f"h{i}", MaxoutConv2d(c, ch, pieces, k, padding=pad, pool=pool, pool_stride=pstride,
-                                             irange=irange, max_kernel_norm=FIRST_NORM if i == 0 else NORM)))
+                                             irange=irange, max_kernel_norm=norm, bias=bias, input_size=hw)))
         c = ch
+        hw = tuple(K.pool_output_size(K.conv_output_size(s, k, 1, pad), pool, pstride, True) for s in hw)
     layers.append(("flat", Flatten()))
     net = Network(*layers, input_shape=input_shape, num_classes=num_classes)
     flat = net.output_shape()[0]
@@ -36,13 +55,15 @@ def maxout_net(input_shape, convs, dense=None, num_classes=10, input_drop=0.0, h
     if dense is not None:
         if hidden_drop:
             layers.append((f"d{i}", Dropout(hidden_drop)))
-        layers.append((f"h{i}", MaxoutLinear(flat, dense[0], dense[1], irange=irange, max_col_norm=DENSE_NORM)))
+        layers.append((f"h{i}", MaxoutLinear(flat, dense[0], dense[1], irange=irange,
+                                             max_col_norm=max_norms.get(f"h{i}", DENSE_NORM))))
         flat, i = dense[0], i + 1
     if hidden_drop:
         layers.append((f"d{i}", Dropout(hidden_drop)))
-    layers.append(("y", Linear(flat, num_classes, irange=irange, max_col_norm=NORM)))
+    layers.append(("y", Linear(flat, num_classes, irange=irange, max_col_norm=max_norms.get("y", NORM))))
     net = Network(*layers, input_shape=input_shape, num_classes=num_classes)
     net.hint = hint
+    net.bias_kind = bias
     return net
 
 

@@ -19,13 +19,14 @@ class _Reshape(Module):
 
 
 def build_regressor(student_shape, teacher_shape, pieces: int = 2, kind: str = "conv",
-                    dtype=np.float32) -> Sequential:
+                    dtype=np.float32, bias: str = "tied") -> Sequential:
     """student_shape / teacher_shape: (C, H, W) of the guided / hint outputs.
 
     kind="conv": a maxout conv layer with the hint layer's channels and ``pieces``, kernel
     (H_s - H_t + 1) x (W_s - W_t + 1), no padding, no pool, so its output is exactly the
-    hint's shape. kind="fc": a fully-connected layer (far more parameters, the paper's
-    alternative).
+    hint's shape; ``bias`` "tied" or "untied" (one per map and position), the hint layer's
+    kind, as the authors' code builds it. kind="fc": a fully-connected layer (far more
+    parameters, the paper's alternative).
     """
     student_shape, teacher_shape = tuple(student_shape), tuple(teacher_shape)
     if len(student_shape) != 3 or len(teacher_shape) != 3:
@@ -45,11 +46,13 @@ def build_regressor(student_shape, teacher_shape, pieces: int = 2, kind: str = "
                          f"guided map {hs}x{ws}; a convolutional regressor cannot enlarge it. Pick a "
                          f"deeper hint layer, an earlier guided layer, or kind='fc'")
     return Sequential(("r", MaxoutConv2d(cs, ct, pieces, (hs - ht + 1, ws - wt + 1), irange=REGRESSOR_IRANGE,
-                                         max_kernel_norm=REGRESSOR_NORM, dtype=dtype)))
+                                         max_kernel_norm=REGRESSOR_NORM, dtype=dtype, bias=bias,
+                                         input_size=(hs, ws))))
 
 
 def for_networks(student, guided: str, teacher, hint: str, kind: str = "conv") -> Sequential:
     """The regressor from ``student``'s layer ``guided`` to ``teacher``'s layer ``hint``."""
     hint_layer = teacher[hint]
     pieces = getattr(hint_layer, "pieces", 1)
-    return build_regressor(student.output_shape(guided), teacher.output_shape(hint), pieces, kind)
+    return build_regressor(student.output_shape(guided), teacher.output_shape(hint), pieces, kind,
+                           bias=getattr(hint_layer, "bias_kind", "tied"))

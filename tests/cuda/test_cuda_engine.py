@@ -42,15 +42,19 @@ def host(a):
     return a.copy_to_host() if kernels.is_device_array(a) else np.asarray(a)
 
 
-def tiny_maxout_net(seed=0, dropout=0.5):
+def tiny_maxout_net(seed=0, dropout=0.5, bias="tied"):
     mrandom.manual_seed(seed)
-    return nn.Sequential(
-        ("h0", nn.MaxoutConv2d(1, 2, 2, 3, padding=1, pool=2, pool_stride=2, irange=0.3, max_kernel_norm=0.9)),
+    net = nn.Sequential(
+        ("h0", nn.MaxoutConv2d(1, 2, 2, 3, padding=1, pool=2, pool_stride=2, irange=0.3, max_kernel_norm=0.9,
+                               bias=bias, input_size=(6, 6))),
         ("flat", nn.Flatten()),
         ("d1", nn.Dropout(dropout)),
         ("h1", nn.MaxoutLinear(2 * 3 * 3, 3, 2, irange=0.3, max_col_norm=1.9)),
         ("y", nn.Linear(3, 4, irange=0.3, max_col_norm=1.9365)),
     )
+    if bias == "untied":   # non-zero, so a misplaced bias shows in the outputs
+        net.h0.bias.data[...] = np.random.default_rng(seed).uniform(-0.3, 0.3, net.h0.bias.shape)
+    return net
 
 
 def twin_on_cuda(model_fn, **kw):
@@ -150,8 +154,10 @@ def _ce_step(model, opt, x, y, seed):
     return loss, grads
 
 
-def test_maxout_network_training_step_equals_cpu(kc):
-    cpu, gpu = twin_on_cuda(tiny_maxout_net)
+@pytest.mark.parametrize("bias", ["tied", "untied"])
+def test_maxout_network_training_step_equals_cpu(kc, bias):
+    cpu, gpu = twin_on_cuda(tiny_maxout_net, bias=bias)
+    assert gpu.h0.bias.shape == ((4,) if bias == "tied" else (4, 6, 6))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 1, 6, 6)).astype(np.float32)
     y = np.array([0, 3, 1])

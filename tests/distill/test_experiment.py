@@ -187,3 +187,87 @@ def test_a_stopped_run_keeps_its_finished_rows(tmp_path, data_root, monkeypatch,
     assert code == 0 and printed.count("already finished") == 2
     md = (tmp_path / "out" / "results.md").read_text()
     assert "Unfinished" not in md and "| second |" in md
+
+
+FROM_FILE = """
+[run]
+seed = 2
+batch_size = 100
+[data]
+name = "mnist"
+valid = 10000
+limits = {{ train = 250, valid = 200, test = 300 }}
+drop_last = true
+[teacher]
+model = "mnist-teacher"
+bias = "untied"
+weights = "{weights}"
+[teacher.rename]
+{rename}
+""" + "".join(f"""[[student]]
+label = "{label}"
+method = "{method}"
+model = "mnist-fitnet"
+bias = "untied"
+seed = 11
+epochs = 1
+optimizer = {{{{ name = "rmsprop", lr = 0.001 }}}}
+lam_epochs = [2.5, 16]
+""" for label, method in (("bp", "backprop"), ("bp2", "backprop"), ("kd", "kd")))
+
+
+def test_teacher_from_a_weights_file(tmp_path, data_root, capsys):
+    """[teacher] weights + rename + bias: a teacher saved elsewhere (PyTorch names, npz here,
+    safetensors in tests/test_weights.py) is loaded, evaluated and reported with its file's
+    name and SHA-256; students with the same seed start from the same weights; drop_last
+    skips the partial batch (250 examples, batch 100: 2 steps)."""
+    import hashlib
+    import numpy as np
+    import minifit.models as M
+    from minifit import weights
+    teacher = M.build("mnist-teacher", bias="untied")
+    ours = {"h0.weight": "layers.1.conv.weight", "h0.bias": "layers.1.b", "h1.weight": "layers.3.conv.weight",
+            "h1.bias": "layers.3.b", "h2.weight": "layers.5.conv.weight", "h2.bias": "layers.5.b",
+            "y.weight": "layers.7.1.weight", "y.bias": "layers.7.1.bias"}
+    state = {ours[k]: v for k, v in teacher.state_dict().items()}
+    path = tmp_path / "teacher.npz"
+    weights.write(path, state)
+    rename = "\n".join(f'"{theirs}" = "{mine}"' for mine, theirs in ours.items())
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(FROM_FILE.format(weights=path, rename=rename))
+    summary = run_experiment(cfg, tmp_path / "out", data_dir=data_root, log=print, progress=False)
+    t, bp, _, kd = summary["results"]
+    assert t["method"] == "loaded" and t["bias"] == "untied" and bp["bias"] == "untied"
+    assert t["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert f"loaded from `teacher.npz` (SHA-256 {t['weights_sha256']})" in md and "untied conv biases" in md
+    assert "loaded mnist-teacher (untied biases) from" in capsys.readouterr().out
+    assert histories(tmp_path / "out", "student-bp")[0]["steps"] == 2
+    # the same seed and batch order: two identical backprop rows end with the same weights
+    from minifit.checkpoint import read
+    w1, w2 = (read(tmp_path / "out" / f"student-{r}" / "best.npz")["model"] for r in ("bp", "bp2"))
+    for k in w1:
+        np.testing.assert_allclose(w1[k], w2[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    # mistakes in the table: one line each, exit 2
+    for bad, msg in ((FROM_FILE.format(weights=tmp_path / "none.npz", rename=rename), "none.npz does not exist"),
+                     (FROM_FILE.format(weights=path, rename='"layers.9.b" = "h9.bias"'),
+                      "rename names 'layers.9.b', not in the file"),
+                     (FROM_FILE.format(weights=path, rename=rename).replace('bias = "untied"\nweights',
+                                                                            'bias = "tied"\nweights'),
+                      "h0.bias has shape (96,) in the model but (96, 21, 21) in the state")):
+        cfg.write_text(bad)
+        assert main(["run", str(cfg), "--out", str(tmp_path / "bad"), "--data-dir", str(data_root),
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+
+
+def test_lambda_anneal_of_the_pytorch_protocol():
+    """lam_epochs = [2.5, 16] gives, with e = epoch - 1 epochs completed, 4 while e < 1.5,
+    4 (15 - e) / 13.5 after, 0 from e = 15 (experiments/mnist-fitnets-pytorch-teacher.toml)."""
+    from minifit.distill.config import Scaler, build_lambda
+    lam = build_lambda({"lam": [4.0, 0.0], "lam_epochs": [2.5, 16]}, Scaler(1.0))
+    for epoch in range(1, 51):
+        e = epoch - 1
+        want = 4.0 if e < 1.5 else max(0.0, 4 * (15 - e) / 13.5)
+        assert lam(epoch) == pytest.approx(want, abs=1e-12), epoch

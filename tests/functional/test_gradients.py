@@ -26,14 +26,38 @@ def distinct(seed, *shape):
 
 @given(n=st.integers(1, 3), c=st.integers(1, 3), o=st.integers(1, 4), k=st.integers(1, 4),
        stride=st.integers(1, 3), pad=st.integers(0, 2), extra=st.integers(0, 4),
-       bias=st.booleans(), seed=seeds)
+       bias=st.sampled_from([None, "tied", "untied"]), seed=seeds)
 def test_conv2d(n, c, o, k, stride, pad, extra, bias, seed):
     h, w = k + extra, k + (extra + 1) % 5
     x, wt = leaf(randn(seed, n, c, h, w)), leaf(randn(seed + 1, o, c, k, k))
-    b = leaf(randn(seed + 2, o)) if bias else None
+    out_hw = F.conv2d(x, wt, None, stride, pad).shape[2:]
+    b = None if bias is None else leaf(randn(seed + 2, o, *(out_hw if bias == "untied" else ())))
     ins = [x, wt] + ([b] if bias else [])
     check_grad(lambda *a: F.conv2d(a[0], a[1], a[2] if bias else None, stride, pad) * leaf(
         randn(seed + 3, *F.conv2d(x, wt, b, stride, pad).shape), False), ins)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), units=st.integers(1, 3), pieces=st.integers(1, 3),
+       k=st.integers(1, 3), pad=st.integers(0, 2), pool=st.sampled_from([None, (2, 2), (3, 2)]),
+       bias=st.sampled_from([None, "tied", "untied"]), seed=seeds)
+def test_maxout_conv2d(n, c, units, pieces, k, pad, pool, bias, seed):
+    """The fused conv + maxout (+ pool) op, tied and untied biases (one per map and detector
+    position, shape (units * pieces, OH, OW)): the gradient of the bias must land on the
+    position whose piece won, so a tied-style sum over positions fails here."""
+    x, wt = leaf(distinct(seed, n, c, 5, 6)), leaf(randn(seed + 1, units * pieces, c, k, k) * 0.3)
+    out_hw = F.conv2d(x, wt, None, 1, pad).shape[2:]
+    b = None if bias is None else leaf(distinct(seed + 2, units * pieces, *(out_hw if bias == "untied" else ())))
+    ins = [x, wt] + ([b] if b is not None else [])
+
+    def f(*a):
+        return F.maxout_conv2d(a[0], a[1], a[2] if b is not None else None, pieces, 1, pad,
+                               None if pool is None else pool[0], None if pool is None else pool[1])
+    wgt = leaf(randn(seed + 3, *f(*ins).shape), False)
+    check_grad(lambda *a: f(*a) * wgt, ins)
+    if b is not None:   # and the value: the composition of the reference's definitions
+        z = F.conv2d(x, wt, b, 1, pad)
+        want = F.maxout(z, pieces) if pool is None else F.maxout_pool2d(z, pieces, pool[0], pool[1])
+        np.testing.assert_allclose(f(*ins).data, want.data, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_rectangular_stride_and_padding():

@@ -19,7 +19,8 @@ def case(draw):
     h = draw(st.integers(max(1, k - 2 * pad), 10))
     pool = draw(st.sampled_from([None, (1, 1), (2, 2), (3, 2), (4, 2), (8, 1)]))
     return dict(n=draw(st.integers(1, 9)), c=draw(st.integers(1, 4)), units=draw(st.integers(1, 4)),
-                pieces=draw(st.integers(1, 4)), h=h, k=k, pad=pad, pool=pool, bias=draw(st.booleans()),
+                pieces=draw(st.integers(1, 4)), h=h, k=k, pad=pad, pool=pool,
+                bias=draw(st.sampled_from([None, "tied", "untied"])),
                 cnhw=draw(st.booleans()), chunk=draw(st.sampled_from([None, 40, 300])),
                 rows=draw(st.booleans()),
                 seed=draw(st.integers(0, 2**16)))
@@ -35,7 +36,8 @@ def test_fused_equals_composition(dt, c):
     if c["cnhw"]:
         x = np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)
     w = rng.standard_normal((o, c["c"], c["k"], c["k"])).astype(dt)
-    b = rng.standard_normal(o).astype(dt) if c["bias"] else None
+    out = cpu.conv2d_forward(x, w, None, 1, c["pad"]).shape[2:]
+    b = None if c["bias"] is None else rng.standard_normal((o,) + (out if c["bias"] == "untied" else ())).astype(dt)
     old, old_rows = tuning.CHUNK_ELEMS, (tuning.ROWS_MAX_O, tuning.ROWS_MIN_C)
     try:
         if c["chunk"]:
@@ -188,3 +190,45 @@ def test_fft_path_equals_reference(dt, n, c, units, pieces, h, w_, k, pad, pool,
         np.testing.assert_array_equal(a, ar)
     if min(y.shape) > 1:
         assert layouts.is_nhwc(y) == last and (last or y.swapaxes(0, 1).flags.c_contiguous)
+
+
+@pytest.mark.parametrize("path", ["im2col", "rows", "channels_last", "fft"])
+@pytest.mark.parametrize("pool", [None, (4, 2)])
+def test_untied_bias_on_every_path(monkeypatch, path, pool):
+    """An untied bias (O, OH, OW) is added to each chunk's GEMM output before the maxout
+    on each of the fused kernel's four paths, and equals the reference composition."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 9, 11, 10)).astype(np.float32)
+    w = rng.standard_normal((12, 9, 5, 5)).astype(np.float32) * 0.2
+    b = rng.standard_normal((12, 9, 8)).astype(np.float32)   # pad 1: OH, OW = 9, 8
+    monkeypatch.setattr(tuning, "CHUNK_ELEMS", 3000)            # several chunks
+    rows = path in ("rows", "channels_last")
+    monkeypatch.setattr(tuning, "ROWS_MAX_O", 10**9 if rows else 0)
+    monkeypatch.setattr(tuning, "ROWS_MIN_C", 0 if rows else 10**9)
+    if path == "fft":
+        monkeypatch.setattr(tuning, "FFT_MIN_TAPS", 1)
+        monkeypatch.setattr(tuning, "FFT_MIN_C", 1)
+        monkeypatch.setattr(tuning, "FFT_MIN_P", 1)
+    else:
+        monkeypatch.setattr(tuning, "FFT_MIN_C", 10**9)
+    ps = None if pool is None else (pool[1],) * 2
+    y, a = cpu.conv2d_maxout_forward(x, w, b, 1, 1, 3, pool, ps, True, channels_last=path == "channels_last")
+    zr = ref.conv2d_forward(x, w, b, 1, 1)
+    yr, ar = ref.maxout_forward(zr, 3) if pool is None else ref.maxout_pool_forward(zr, 3, pool, ps, True)
+    np.testing.assert_allclose(y, yr, rtol=2e-5, atol=2e-5)
+    assert (np.asarray(a) == ar).mean() > 0.999   # (float32 near-ties may pick another piece)
+    # the bias matters: without it the values differ
+    assert not np.allclose(cpu.conv2d_maxout_forward(x, w, None, 1, 1, 3, pool, ps, True)[0], yr, atol=1e-2)
+
+
+def test_untied_bias_backward_sums_over_samples_only():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 3, 7, 7)).astype(np.float64)
+    w = rng.standard_normal((4, 3, 3, 3))
+    dy = rng.standard_normal((5, 4, 5, 5))
+    for untied in (False, True):
+        got = cpu.conv2d_backward(dy, x, w, 1, 0, True, untied)
+        want = ref.conv2d_backward(dy, x, w, 1, 0, True, untied)
+        for g, e in zip(got, want):
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got[2], dy.sum(axis=0))

@@ -116,15 +116,19 @@ def test_im2col_col2im(kc, rng):
 @pytest.mark.parametrize("case", [
     dict(x=(2, 3, 5, 4), w=(4, 3, 3, 2), s=(2, 1), p=(1, 0), bias=True),
     dict(x=(1, 2, 3, 3), w=(3, 2, 1, 1), s=1, p=2, bias=False),
+    dict(x=(3, 2, 6, 5), w=(4, 2, 3, 3), s=1, p=1, bias="untied"),   # bias (O, OH, OW) in the epilogue
 ])
 def test_conv2d_forward_backward(kc, rng, case):
     x, w = rnd(rng, *case["x"]), rnd(rng, *case["w"])
-    b = rnd(rng, case["w"][0]) if case["bias"] else None
+    untied = case["bias"] == "untied"
+    y0 = ref.conv2d_forward(x, w, None, case["s"], case["p"])
+    b = rnd(rng, *y0.shape[1:]) if untied else rnd(rng, case["w"][0]) if case["bias"] else None
     y = ref.conv2d_forward(x, w, b, case["s"], case["p"])
     close(kc.conv2d_forward(dev(x), dev(w), None if b is None else dev(b), case["s"], case["p"]), y)
     dy = rnd(rng, *y.shape)
-    want = ref.conv2d_backward(dy, x, w, case["s"], case["p"], True)
-    got = kc.conv2d_backward(dev(dy), dev(x), dev(w), case["s"], case["p"], True)
+    want = ref.conv2d_backward(dy, x, w, case["s"], case["p"], True, untied)
+    got = kc.conv2d_backward(dev(dy), dev(x), dev(w), case["s"], case["p"], True, untied)
+    assert tuple(got[2].shape) == (y.shape[1:] if untied else (y.shape[1],))
     for g, r in zip(got, want):
         close(g, r)
     dx, dw, db = kc.conv2d_backward(dev(dy), dev(x), dev(w), case["s"], case["p"], False)

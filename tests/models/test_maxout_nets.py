@@ -81,3 +81,35 @@ def test_cifar_regressor_kernel_and_fc_alternative():
 def test_regressor_rejects_a_larger_teacher_map():
     with pytest.raises(ValueError, match="teacher's hint map 9x9 is larger than the student's guided map 8x8"):
         build_regressor((80, 8, 8), (192, 9, 9))
+
+
+def test_untied_biases_one_per_map_and_detector_position():
+    """bias="untied": (channels * pieces, OH, OW) before maxout and pooling, counted in
+    num_params; the regressor copies the hint layer's kind."""
+    tied, untied = M.build("mnist-teacher"), M.build("mnist-teacher", bias="untied")
+    assert untied.h0.bias.shape == (96, 21, 21) and untied.h1.bias.shape == (96, 9, 9)
+    assert untied.h2.bias.shape == (96, 6, 6) and tied.h2.bias.shape == (96,)
+    extra = 96 * (21 * 21 - 1) + 96 * (9 * 9 - 1) + 96 * (6 * 6 - 1)
+    assert untied.num_params() == tied.num_params() + extra
+    assert untied.num_params("conv-bias") == 96 * (21 * 21 + 9 * 9 + 6 * 6)
+    assert tied.num_params("conv-bias") == 3 * 96
+    assert untied.bias_kind == "untied" and "bias=untied" in repr(untied.h0)
+    s = M.build("mnist-fitnet", bias="untied")
+    r = for_networks(s, "h3", untied, "h1")
+    assert r.r.bias.shape == (96, 4, 4) and r.r.kernel_size == (1, 1)
+    assert for_networks(M.build("mnist-fitnet"), "h3", tied, "h1").r.bias.shape == (96,)
+    with no_grad():
+        x = Tensor(np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32))
+        assert untied(x).shape == (2, 10) and s(x).shape == (2, 10)
+
+
+def test_model_options_are_checked():
+    with pytest.raises(ValueError, match="tied"):
+        M.build("mnist-fitnet", bias="per-map")
+    with pytest.raises(ValueError, match="h9"):
+        M.build("mnist-fitnet", max_norms={"h9": 0.9})
+    with pytest.raises(ValueError, match="does not take the option"):
+        M.build("wrn-10-1", bias="untied")
+    s = M.build("mnist-fitnet", max_norms={"h1": 0.9})
+    assert s.h0.weight.max_norm == s.h1.weight.max_norm == 0.9 and s.h2.weight.max_norm == 1.9365
+    assert s.y.weight.max_norm == 1.9365

@@ -17,3 +17,12 @@ def test_summary_without_timing_and_unknown_model(capsys):
     assert "ms/image" not in out and "compression 11.98x" in out
     assert main(["summary", "no-such-net", "--no-time"]) == 2
     assert "unknown model 'no-such-net'" in capsys.readouterr().err
+
+
+def test_summary_counts_untied_biases(capsys):
+    assert main(["summary", "mnist-fitnet", "--no-time", "--no-layers", "--bias", "untied"]) == 0
+    out = capsys.readouterr().out
+    assert "total: 82,530 params" in out
+    assert "conv biases untied (one per map and detector position): 46,528 of the params" in out
+    assert main(["summary", "mnist-fitnet", "--no-time", "--no-layers"]) == 0
+    assert "conv biases tied (one per map): 224 of the params" in capsys.readouterr().out
