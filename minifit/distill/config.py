@@ -66,7 +66,8 @@ def build_schedules(opt, spec: dict, scale: Scaler):
 
 
 def build_lambda(spec: dict, scale: Scaler) -> LinearAnneal:
-    """KD's lambda: ``lam = [start, end]`` (or one value), annealed over ``lam_epochs``."""
+    """KD's lambda: ``lam = [start, end]`` (or one value), annealed linearly in the (1-based)
+    epoch between ``lam_epochs`` (fractional positions allowed, scaled without rounding)."""
     lam = spec.get("lam", [4.0, 0.0])
     lam = lam if isinstance(lam, list) else [lam, lam]
     e0, e1 = spec.get("lam_epochs", [5, 150])

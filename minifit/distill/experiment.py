@@ -238,7 +238,7 @@ class Runner:
         self.log(f"[teacher] loaded {model.name} ({getattr(model, 'bias_kind', 'tied')} biases) from {path} "
                  f"(SHA-256 {digest[:16]}...)")
         self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"]))],
-                     {"weights_file": path.name, "weights_sha256": digest})
+                    {"weights_file": path.name, "weights_sha256": digest})
         return model
 
     def student(self, i, spec, teacher):

@@ -1,9 +1,9 @@
 """The maxout networks of the FitNets paper (Romero et al., ICLR 2015, arXiv 1412.6550) as
-the paper and the authors' released training configurations give them (the teachers'
-from the maxout paper's configurations, Goodfellow et al. 2013): the MNIST, CIFAR-10 and
-SVHN teachers, the MNIST FitNet, CIFAR FitNets 1-4 and the depth-experiment networks.
-Layer names are h0, h1, ... (0-based, as the released configs) and y for the softmax
-layer; dropout layers are named d0, d1, ... before the layer they feed.
+the paper and the authors' released training configurations give them: the MNIST,
+CIFAR-10 and SVHN teachers, the MNIST FitNet, CIFAR FitNets 1-4 and the depth-experiment
+networks (the teachers are the maxout paper's, Goodfellow et al. 2013). Layer names are h0,
+h1, ... (0-based, as the released configs) and y for the softmax layer; dropout layers are
+named d0, d1, ... before the layer they feed.
 
 Conv biases: ``bias="tied"`` (default) keeps one per conv map, as the CIFAR configs;
 ``bias="untied"`` one per map and detector position, pylearn2's default and the MNIST
