@@ -81,28 +81,6 @@ def test_dispatch_and_threads(monkeypatch):
         np.testing.assert_array_equal(g, e)
 
 
-@pytest.mark.parametrize("pool", [None, 2, 4])
-def test_functional_equals_unfused(pool):
-    from minifit import functional as F
-    from minifit.tensor import Tensor
-    rng = np.random.default_rng(3)
-    xs = rng.standard_normal((5, 3, 10, 10))
-    ws = rng.standard_normal((8, 3, 3, 3)) * 0.3
-    bs = rng.standard_normal(8)
-    out = []
-    for fused in (True, False):
-        x, w, b = Tensor(xs, requires_grad=True), Tensor(ws, requires_grad=True), Tensor(bs, requires_grad=True)
-        if fused:
-            y = F.maxout_conv2d(x, w, b, 2, 1, 1, pool, None if pool is None else 2)
-        else:
-            z = F.conv2d(x, w, b, 1, 1)
-            y = F.maxout(z, 2) if pool is None else F.maxout_pool2d(z, 2, pool, 2, True)
-        (y * Tensor(np.linspace(-1, 1, y.size).reshape(y.shape))).sum().backward()
-        out.append((y.numpy(), x.grad, w.grad, b.grad))
-    for a, e in zip(*out):
-        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize("dt", DTYPES)
 @settings(max_examples=40, deadline=None)
 @given(c=case(), layout=st.sampled_from(["nchw", "cnhw", "nhwc"]), max_o=st.sampled_from([0, 256]),
@@ -139,21 +117,6 @@ def test_channels_last_equals_reference(dt, c, layout, max_o, wide):
     rows = o <= max_o and (c["c"] >= tuning.ROWS_MIN_C or layouts.is_nhwc(xl))
     if rows and min(y.shape) > 1:
         assert layouts.is_nhwc(y) and layouts.is_nhwc(a)
-
-
-def test_functional_layout_follows_the_graph():
-    """F.maxout_conv2d returns NHWC maps only when no backward pass is recorded; the
-    values are the same in both modes."""
-    from minifit import functional as F
-    from minifit.tensor import Tensor, no_grad
-    rng = np.random.default_rng(5)
-    x = Tensor(rng.standard_normal((4, 8, 6, 6)).astype(np.float32))
-    w = Tensor(rng.standard_normal((6, 8, 3, 3)).astype(np.float32), requires_grad=True)
-    with no_grad():
-        y0 = F.maxout_conv2d(x, w, None, 2, 1, 1, 2, 2)
-    y1 = F.maxout_conv2d(x, w, None, 2, 1, 1, 2, 2)
-    assert layouts.is_nhwc(y0.data) and not layouts.is_nhwc(y1.data) and y1.requires_grad
-    np.testing.assert_allclose(y0.data, y1.data, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
