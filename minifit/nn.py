@@ -357,6 +357,8 @@ class MaxoutConv2d(Conv2d):
 
 
 class _BatchNorm(Module):
+    group = None  # a data-parallel communicator when the statistics are synced over ranks
+
     def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):
         super().__init__()
         self.weight = Parameter(np.ones(num_features, dtype))
@@ -367,7 +369,7 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                            self.training, self.momentum, self.eps)
+                            self.training, self.momentum, self.eps, self.group)
 
     def extra_repr(self):
         return str(self.num_features)

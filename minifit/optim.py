@@ -16,6 +16,8 @@ from .device import move, to_host
 
 class Optimizer:
     hyper = ("lr",)  # hyper-parameters saved in state_dict
+    # data parallelism (minifit.parallel): sums the ranks' gradients in place before each step
+    reduce_grads = None
 
     def __init__(self, params, lr):
         self.params = list(params)
@@ -30,6 +32,8 @@ class Optimizer:
             p.grad = None
 
     def step(self):
+        if self.reduce_grads is not None:
+            self.reduce_grads(self.params)
         self.steps += 1
         for p, slots in zip(self.params, self.state):
             if p.grad is None:

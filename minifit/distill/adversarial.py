@@ -76,7 +76,7 @@ class AdversarialKD(Method):
         N = len(s)
         out = self.D(Tensor(np.concatenate([t.astype(s.dtype, copy=False), s])))
         loss = discriminator_loss(out[:N], out[N:], y)
-        value = loss.item()
+        value = self.comm.mean(loss.item())  # the global batch's: every rank takes the same branch
         if np.isfinite(value) and self.update_d:
             self.d_opt.zero_grad()
             loss.backward()
@@ -95,7 +95,7 @@ class AdversarialKD(Method):
             out = self.D(F.concatenate([Tensor(t), s]))
             d_real, d_fake = out.data[:N], out[N:]
         loss, parts = student_objective(s, t, y, d_real, d_fake, self.terms, self.tau)
-        value = loss.item()
+        value = self.comm.mean(loss.item())
         err = 100.0 * float(np.mean(s.data.argmax(axis=1) != np.asarray(y)))
         logs = {"loss": value, **{f"L_{k}": v for k, v in parts.items()}, **logs, "err": err}
         if not np.isfinite(value) or not self.update_student:
@@ -167,7 +167,7 @@ def train_student(runner, spec, label, model, teacher, folder):
         dsched = {k: dspec[k] for k in ("lr_step", "lr_decay", "lr_linear") if k in dspec} or spec
         schedules += build_schedules(d_opt, {k: v for k, v in dsched.items() if k != "momentum_ramp"}, runner.scale)
     cache = bool(spec.get("teacher_cache", True))
-    logits = runner.teacher_logits(teacher) if cache else TeacherOutputs(teacher, cache=False)
+    logits = runner.teacher_logits(teacher) if cache else TeacherOutputs(teacher, cache=False, comm=runner.comm)
     method = AdversarialKD(model, opt, logits, D, d_opt, terms, spec.get("tau", 1.0), schedules)
     f = runner.fit(method, spec, folder, label)
     extra = {"losses": " + ".join(f"L_{k}" if k != "KD" else f"KD(T={method.tau:g})" for k in terms),

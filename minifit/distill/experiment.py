@@ -3,7 +3,8 @@
 
 File layout (see experiments/mnist-fitnets.toml)::
 
-    [run]      seed, batch_size
+    [run]      seed, batch_size (the global batch: with N processes each takes 1/N of it),
+               sync_bn (data parallelism: batch-norm statistics over the global batch)
     [data]     name, valid, preprocess = [...], augment = {...}, options, limits
     [teacher]  model, epochs, patience, optimizer = {...}, schedules
     [[student]] label, method = backprop | kd | fitnets, model, epochs, optimizer, ...
@@ -30,6 +31,7 @@ from ..device import resolve
 from .. import models as M
 from ..models.regressor import for_networks
 from .. import checkpoint
+from .. import parallel
 from . import adversarial
 from .config import ConfigError, Scaler, apply_lr_scale, build_lambda, build_optimizer, build_schedules, require
 from .loop import FitResult, fit
@@ -57,9 +59,10 @@ def load_config(path) -> dict:
     return cfg
 
 
-def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print):
+def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print, write=True):
     """(train, valid, test) Splits with preprocessing fitted on the training part only and
-    saved to out_dir/preprocess.npz (reloaded on resume, so evaluation uses one transform)."""
+    saved to out_dir/preprocess.npz (reloaded on resume, so evaluation uses one transform).
+    write: save it (False on data-parallel ranks other than 0, which fit the same one)."""
     d = cfg["data"]
     name = require(d, "name", "[data]")
     opts = d.get("options", {})
@@ -94,7 +97,7 @@ def prepare_data(cfg: dict, data_dir=None, out_dir=None, resume=False, log=print
         pipeline = P.Pipeline(*steps).fit(images["train"])
         if any(s.needs_fit for s in steps):
             log(f"[data] fitted {pipeline} on {len(images['train'])} training images ({time.perf_counter() - t0:.1f}s)")
-        if pipe_path is not None:
+        if pipe_path is not None and write:
             pipe_path.parent.mkdir(parents=True, exist_ok=True)
             pipeline.save(pipe_path)
     transform = pipeline
@@ -146,16 +149,29 @@ class Runner:
     folder, name)`` (the loop, with the table's epochs and patience scaled),
     ``record(label, method_name, model, fits, extra)`` (the report row),
     ``teacher_logits(teacher)`` (stored logits shared by the run's students), and the
-    attributes ``splits``, ``num_classes``, ``device``, ``scale`` and ``log``."""
+    attributes ``splits``, ``num_classes``, ``device``, ``scale``, ``log`` and ``comm``.
+
+    comm: the data-parallel communicator (default ``parallel.world()``: MPI when this
+    process was started by mpirun with more than one rank; minifit.parallel). Only rank 0
+    logs and writes; a method passes ``runner.comm`` to the TeacherOutputs it builds."""
 
     def __init__(self, cfg, out_dir, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
-                 device="cpu"):
+                 device="cpu", comm=None):
         self.cfg, self.out = cfg, Path(out_dir)
         self.device = resolve(device)
+        run = cfg.get("run", {})
+        self.comm = comm if comm is not None else parallel.world()
+        _check_parallel(self.comm, run, self.device)
+        if self.comm.size > 1:  # the file decides: dropout streams per (seed, epoch, rank), batch-norm sync
+            self.comm.seed, self.comm.sync_bn = int(run.get("seed", 0)), run.get("sync_bn", False)
+        if not self.comm.is_root:
+            log, progress = (lambda *_: None), False
         self.scale, self.resume, self.log, self.progress = Scaler(epochs_scale), resume, log, progress
         self.out.mkdir(parents=True, exist_ok=True)
-        mrandom.manual_seed(cfg.get("run", {}).get("seed", 0))
-        self.splits, self.data_meta = prepare_data(cfg, data_dir, self.out, resume, log)
+        if self.comm.size > 1:
+            log(f"[run] data parallel: {self.comm.describe()}")
+        mrandom.manual_seed(run.get("seed", 0))
+        self.splits, self.data_meta = prepare_data(cfg, data_dir, self.out, resume, log, write=self.comm.is_root)
         self.num_classes = self.data_meta["num_classes"]
         self.results = []
         self._stored_logits = None
@@ -167,11 +183,11 @@ class Runner:
         patience = spec.get("patience")
         return fit(method, self.splits["train"], self.splits["valid"], epochs, self.out / folder,
                    patience=None if patience is None else self.scale(patience), resume=self.resume,
-                   log=self.log, progress=self.progress, name=name)
+                   log=self.log, progress=self.progress, name=name, comm=self.comm)
 
     def record(self, label, method_name, model, fits, extra=None):
         """Measure ``model``'s test error and add its row to the report."""
-        test_err = error_rate(model, self.splits["test"])
+        test_err = error_rate(model, self.splits["test"], comm=self.comm)
         final = fits[-1]
         row = {"label": label, "method": method_name, "model": model.name, "params": model.num_params(),
                "bias": getattr(model, "bias_kind", None),
@@ -190,7 +206,7 @@ class Runner:
         minifit.distill.adversarial)."""
         stored = self._stored_logits
         if stored is None or stored.teacher is not teacher:
-            stored = TeacherOutputs(teacher, cache=True)
+            stored = TeacherOutputs(teacher, cache=True, comm=self.comm)
             t0 = time.perf_counter()
             stored.precompute("train", self.splits["train"])
             self.log(f"[teacher] logits of the {len(self.splits['train'])} training images computed once and "
@@ -214,7 +230,7 @@ class Runner:
             state = checkpoint.read(path)["model"]
             model.load_state_dict({k.split(":", 1)[1]: v for k, v in state.items() if k.startswith("model:")})
             self.log(f"[teacher] loaded {path}")
-            self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"]))])
+            self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"], comm=self.comm))])
             return model
         opt = build_optimizer(model.parameters(), require(spec, "optimizer", "[teacher]"), "[teacher]")
         f = self.fit(Backprop(model, opt, build_schedules(opt, spec, self.scale)), spec, "teacher", "teacher")
@@ -237,7 +253,7 @@ class Runner:
         digest = weights.sha256(path)
         self.log(f"[teacher] loaded {model.name} ({getattr(model, 'bias_kind', 'tied')} biases) from {path} "
                  f"(SHA-256 {digest[:16]}...)")
-        self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"]))],
+        self.record("teacher", "loaded", model, [FitResult(best_metric=error_rate(model, self.splits["valid"], comm=self.comm))],
                     {"weights_file": path.name, "weights_sha256": digest})
         return model
 
@@ -262,8 +278,9 @@ class Runner:
             summary = {"experiment": self.cfg["_path"], "minifit": __version__, "epochs_scale": self.scale.scale,
                        "data": self.data_meta, "results": self.results, "paper": self.cfg.get("paper", {}),
                        "wall_seconds": round(time.perf_counter() - t0, 1),
-                       "rows_planned": 1 + len(students)}
-            write_reports(summary, self.out)
+                       "rows_planned": 1 + len(students), "processes": self.comm.size}
+            if self.comm.is_root:
+                write_reports(summary, self.out)
             return summary
 
         teacher = self.teacher()
@@ -286,7 +303,7 @@ def _kd_stage(runner, spec, s2, label, model, teacher, folder, name):
     """KD on the teacher's logits (cached when the training set is not augmented)."""
     augmented = bool(runner.splits["train"].augment)
     opt = build_optimizer(model.parameters(), s2.get("optimizer", spec["optimizer"]), label)
-    logits = TeacherOutputs(teacher, cache=not augmented)
+    logits = TeacherOutputs(teacher, cache=not augmented, comm=runner.comm)
     if not augmented:
         logits.precompute("train", runner.splits["train"])
     kd = KD(model, opt, logits, tau=s2.get("tau", 3.0), lam=build_lambda(s2, runner.scale),
@@ -314,7 +331,7 @@ def train_fitnets(runner, spec, label, model, teacher, folder):
     for p in regressor.parameters():
         p.lr_scale = float(spec.get("lr_scale", 1.0))
     opt1 = build_optimizer(params, s1.get("optimizer", spec["optimizer"]), f"{label} stage1")
-    hints = TeacherOutputs(teacher, upto=hint, cache=not augmented)
+    hints = TeacherOutputs(teacher, upto=hint, cache=not augmented, comm=runner.comm)
     if not augmented:
         hints.precompute("train", runner.splits["train"])
     hints.precompute("valid", runner.splits["valid"])
@@ -336,10 +353,26 @@ STUDENT_METHODS = {"backprop": train_backprop, "kd": train_kd, "fitnets": train_
 
 
 def run_experiment(path, out_dir=None, epochs_scale=1.0, resume=False, data_dir=None, log=print, progress=True,
-                   device="cpu"):
+                   device="cpu", comm=None):
     cfg = load_config(path)
     out_dir = out_dir or Path("runs") / Path(path).stem
-    return Runner(cfg, out_dir, epochs_scale, resume, data_dir, log, progress, device).run()
+    return Runner(cfg, out_dir, epochs_scale, resume, data_dir, log, progress, device, comm).run()
+
+
+def _check_parallel(comm, run: dict, device: str):
+    """What data parallelism needs of the file, checked before any data is read."""
+    if not isinstance(run.get("sync_bn", False), bool):
+        raise ConfigError(f"[run] sync_bn must be true or false, got {run['sync_bn']!r}")
+    if comm.size == 1:
+        return
+    bs = run.get("batch_size", 128)
+    if bs % comm.size:
+        lower, upper = bs - bs % comm.size, bs + comm.size - bs % comm.size
+        raise ConfigError(f"[run] batch_size = {bs} is the global batch and {comm.size} processes do not divide it: "
+                          f"set batch_size to a multiple of {comm.size} (e.g. {lower or upper} or {upper}), "
+                          "or run a number of processes that divides it")
+    if device != "cpu":
+        raise ConfigError(f"data parallelism over {comm.size} processes runs on the CPU; drop --device {device}")
 
 
 # -- reports ----------------------------------------------------------------------------

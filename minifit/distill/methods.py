@@ -9,6 +9,7 @@ from .. import checkpoint
 from .. import functional as F
 from ..device import device_of, move
 from ..losses import hint_loss, kd_loss
+from ..parallel import SINGLE
 from ..tensor import Tensor, no_grad
 
 
@@ -33,14 +34,16 @@ def predict(model, x: np.ndarray, batch_size: int = 500, upto: str | None = None
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
-def error_rate(model, valid, batch_size: int = 500) -> float:
-    """Misclassification rate (%) of ``model`` on ``valid`` (a Split)."""
+def error_rate(model, valid, batch_size: int = 500, comm=SINGLE) -> float:
+    """Misclassification rate (%) of ``model`` on ``valid`` (a Split); with a data-parallel
+    ``comm`` each rank evaluates its share of the examples and the counts are summed."""
     wrong = total = 0
-    for x, y in valid.eval_batches(batch_size):
+    for x, y in valid.eval_batches(batch_size, comm.share(len(valid))):
         logits = predict(model, x, batch_size)
         wrong += int((logits.argmax(axis=1) != y).sum())
         total += len(y)
-    return 100.0 * wrong / max(total, 1)
+    wrong, total = comm.sum([wrong, total])
+    return float(100.0 * wrong / max(total, 1))
 
 
 class Method:
@@ -48,6 +51,7 @@ class Method:
     Optimizer), ``schedules``; ``model`` is the network the loop validates and debugs."""
 
     name = "method"
+    comm = SINGLE  # the data-parallel communicator (minifit.parallel); the loop attaches it
 
     def __init__(self, model, optimizer, schedules=()):
         self.model = model
@@ -75,7 +79,7 @@ class Method:
 
     def step(self, idx, x, y) -> dict:
         loss, logs = self.loss(idx, x, y)
-        value = loss.item()
+        value = self.comm.mean(loss.item())  # the global batch's loss: every rank takes the same branch
         if not np.isfinite(value):
             return {"loss": value}  # no update: the loop reports it on the untouched model
         for opt in self.optimizers.values():
@@ -89,7 +93,7 @@ class Method:
 
     def validate(self, valid) -> tuple[float, dict]:
         """(metric to minimise, logs); default: the model's validation error in %."""
-        err = error_rate(self.model, valid)
+        err = error_rate(self.model, valid, comm=self.comm)
         return err, {"valid_err": err}
 
     def epoch_logs(self) -> dict:
@@ -209,11 +213,13 @@ class Hints(Method):
         for m in self.models.values():
             m.eval()
         with no_grad():
-            for idx, x, _ in valid.indexed_eval_batches(500):
+            for idx, x, _ in valid.indexed_eval_batches(500, self.comm.share(len(valid))):
                 hint = move(self.teacher.get(idx, x, split="valid"), self.device)
                 total += hint_loss(self.regressed(x), hint).item() * len(x)
                 n += len(x)
-        return total / max(n, 1), {"valid_hint": total / max(n, 1)}
+        total, n = self.comm.sum([total, n])
+        loss = float(total / max(n, 1))
+        return loss, {"valid_hint": loss}
 
 
 class TeacherOutputs:
@@ -221,22 +227,26 @@ class TeacherOutputs:
 
     Without augmentation the outputs depend only on the example, so they are computed once
     per split and served by index (``cache=True``); with augmentation they are computed on
-    each augmented batch.
+    each augmented batch. comm: with data parallelism each rank computes its share of a
+    cached split (and only its own slice of each batch otherwise); the shares are summed
+    into the full table on every rank.
     """
 
-    def __init__(self, teacher, upto: str | None = None, cache: bool = True, batch_size: int = 500):
+    def __init__(self, teacher, upto: str | None = None, cache: bool = True, batch_size: int = 500,
+                 comm=SINGLE):
         self.teacher, self.upto, self.cache, self.batch_size = teacher, upto, cache, batch_size
+        self.comm = comm
         self.store = {}
 
     def precompute(self, name: str, split):
         """Compute and keep the outputs for every example of ``split`` (a Split), by index."""
         out = None
-        for idx, x, _ in split.indexed_eval_batches(self.batch_size):
+        for idx, x, _ in split.indexed_eval_batches(self.batch_size, self.comm.share(len(split))):
             y = predict(self.teacher, x, self.batch_size, self.upto)
             if out is None:
-                out = np.empty((len(split),) + y.shape[1:], y.dtype)
+                out = np.zeros((len(split),) + y.shape[1:], y.dtype)  # zeros: the other ranks' rows
             out[idx] = y
-        self.store[name] = out
+        self.store[name] = out if out is None else self.comm.sum_into(out)
 
     def get(self, idx, x, split: str = "train") -> np.ndarray:
         if self.cache and split in self.store:

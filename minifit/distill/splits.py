@@ -37,12 +37,16 @@ class Split:
         for x, idx in self._train:
             yield idx, x, self.labels[idx]
 
-    def indexed_eval_batches(self, batch_size=500):
-        """In order, no augmentation: (idx, x, y)."""
-        it = BatchIterator((self.images, np.arange(len(self.labels))), batch_size, transform=self.transform)
+    def indexed_eval_batches(self, batch_size=500, rows=None):
+        """In order, no augmentation: (idx, x, y); ``rows = (lo, hi)``: only examples lo..hi-1
+        (a data-parallel rank's share)."""
+        lo, hi = rows if rows is not None else (0, len(self.labels))
+        if hi <= lo:
+            return
+        it = BatchIterator((self.images[lo:hi], np.arange(lo, hi)), batch_size, transform=self.transform)
         for x, idx in it:
             yield idx, x, self.labels[idx]
 
-    def eval_batches(self, batch_size=500):
-        for _, x, y in self.indexed_eval_batches(batch_size):
+    def eval_batches(self, batch_size=500, rows=None):
+        for _, x, y in self.indexed_eval_batches(batch_size, rows):
             yield x, y

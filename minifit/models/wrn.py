@@ -73,7 +73,7 @@ class WideBlock(Module):
 
 def _bn_relu(bn, x):
     return F.batch_norm_relu(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.training,
-                             bn.momentum, bn.eps)
+                             bn.momentum, bn.eps, bn.group)
 
 
 def _bn_relu_conv(bn, conv, x, residual=None):
