@@ -294,7 +294,7 @@ def main(argv=None):
 
     import numba
     from kernels import cpu as K
-    print(f"batch {BATCH}, float32, {a.threads} thread(s), {a.clock} clock (minifit threads {K._NT}, "
+    print(f"batch {BATCH}, float32, {a.threads} thread(s), {a.clock} clock (minifit threads {K.runtime.NT}, "
           f"numba {numba.__version__}, "
           f"numpy {np.__version__}" + (f", torch {tinfo['version']} {tinfo['capability']}" if tinfo else "") + ")")
     print(f"layout of x, dy given to minifit: {'NCHW' if a.nchw else 'CNHW (as produced in-network)'}; "

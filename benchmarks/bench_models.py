@@ -152,6 +152,13 @@ def export(name, folder, seed=0):
 
 
 # ============================================================================ minifit worker
+def kernel_threads(cpu):
+    """The CPU kernels' thread count (kernels.cpu.runtime.NT; kernels.cpu._NT in trees before
+    the kernels/cpu/ package, so the script also measures older commits)."""
+    runtime = getattr(cpu, "runtime", None)
+    return runtime.NT if runtime is not None else cpu._NT
+
+
 def minifit_worker(name, npz):
     from minifit import functional as F
     from minifit import optim
@@ -351,7 +358,7 @@ def serve(side, name, npz, jsn):
         base, train, infer, logits = minifit_worker(name, npz)
         import numba
         from kernels import cpu as K
-        info = {"threads": K._NT, "numba": numba.__version__, "numpy": np.__version__}
+        info = {"threads": kernel_threads(K), "numba": numba.__version__, "numpy": np.__version__}
     info["base_mb"] = base
     print(json.dumps(info), flush=True)
     for line in sys.stdin:

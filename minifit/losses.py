@@ -1,8 +1,11 @@
 """The papers' losses, each with its gradient derived by hand and written out.
 
-Each loss has a NumPy ``*_value_and_grad`` function (the equations, testable on their own)
-and a Tensor function that plugs it into the autograd graph as one op. Targets (the
-teacher's outputs) never receive a gradient.
+Each loss is a Tensor function that plugs its value and hand-derived gradient into the
+autograd graph as one op; its docstring states the equation and the derivation. L_HT and
+L_KD compute both in a kernel (``kernels.hint_loss_value_and_grad`` /
+``kd_loss_value_and_grad``, on the CPU or the GPU like every op); the adversarial losses
+(CPU only) have their NumPy ``*_value_and_grad`` functions here. Targets (the teacher's
+outputs) never receive a gradient.
 
 Notation: N batch size, s student logits (N, C), t teacher logits (N, C), y labels,
 tau temperature, lam the weight of the soft term, P^tau = softmax(a / tau).
@@ -18,14 +21,6 @@ from .functional.loss import check_labels
 from .tensor import Tensor, as_tensor
 
 
-def _on_device_of(a, numpy_fn):
-    """numpy_fn, or its CUDA twin in kernels.cuda (same name, signature, return) for a device array."""
-    if K.is_device_array(a):
-        from kernels import cuda
-        return getattr(cuda, numpy_fn.__name__)
-    return numpy_fn
-
-
 def _as_array(a):
     """The array of a Tensor, a device array as it is, anything else as a NumPy array."""
     if isinstance(a, Tensor):
@@ -34,63 +29,44 @@ def _as_array(a):
 
 
 # -- L_HT --------------------------------------------------------------------------------
-def hint_loss_value_and_grad(regressed: np.ndarray, hint: np.ndarray):
-    """L_HT = 1/N sum_n 1/2 ||r_n - u_n||^2.   dL/dr = (r - u) / N."""
-    if regressed.shape != hint.shape:
-        raise ValueError(f"hint_loss: the regressor output {regressed.shape} and the teacher's hint "
-                         f"{hint.shape} must have the same shape")
-    N = regressed.shape[0]
-    diff = regressed - hint.astype(regressed.dtype, copy=False)
-    return 0.5 * float(np.sum(diff.astype(np.float64) ** 2)) / N, diff / N
-
-
 def hint_loss(regressed, hint) -> Tensor:
-    """Hint loss as a graph op; ``hint`` (teacher, up to the hint layer) is a constant."""
+    """L_HT = 1/N sum_n 1/2 ||r_n - u_n||^2 for the regressor's output r (N, ...) and the
+    teacher's hint u (a constant, no gradient), as one graph op.
+
+    dL/dr = (r - u) / N: the gradient of 1/2 ||d||^2 is d, and each sample's term is
+    divided by N. (kernels: hint_loss_value_and_grad computes both, on the CPU or the GPU.)"""
     r = as_tensor(regressed)
-    value, grad = _on_device_of(r.data, hint_loss_value_and_grad)(r.data, _as_array(hint))
+    u = _as_array(hint)
+    if r.shape != tuple(u.shape):
+        raise ValueError(f"hint_loss: the regressor output {r.shape} and the teacher's hint "
+                         f"{tuple(u.shape)} must have the same shape")
+    value, grad = K.hint_loss_value_and_grad(r.data, u)
     return Tensor.from_op(np.asarray(value, dtype=r.dtype), (r,), lambda g: (K.mul(grad, g),))
 
 
 # -- L_KD --------------------------------------------------------------------------------
-def kd_loss_value_and_grad(s: np.ndarray, t: np.ndarray, labels, tau: float, lam: float,
-                           hinton: bool = False):
+def kd_loss(student_logits, teacher_logits, labels, tau: float, lam: float, hinton: bool = False) -> Tensor:
     """L_KD = 1/N sum_n [ -log P_S(y_n) + w * H(P_T^tau, P_S^tau) ],  w = lam (FitNets) or
-    lam * tau^2 (Hinton), H(p, q) = -sum_k p_k log q_k.
+    lam * tau^2 (Hinton), H(p, q) = -sum_k p_k log q_k, as one graph op; the teacher's
+    logits t are a constant (no gradient).
 
     dL/ds = 1/N [ (P_S - onehot(y)) + (w / tau) (P_S^tau - P_T^tau) ]
-    (d/ds of -sum_k p_k log softmax(s/tau)_k = (softmax(s/tau) - p) / tau, as sum_k p_k = 1).
-    Everything runs through log-softmax, so logits of +-1e3 stay finite.
-    """
-    if s.shape != t.shape:
-        raise ValueError(f"kd_loss: student logits {s.shape} and teacher logits {t.shape} must match")
+    (d/ds of -sum_k p_k log softmax(s/tau)_k = (softmax(s/tau) - p) / tau, as sum_k p_k = 1;
+    the hard term is cross-entropy, whose gradient is P_S - onehot(y)). The kernel
+    (kernels: kd_loss_value_and_grad, CPU or GPU) runs everything through log-softmax, so
+    logits of +-1e3 stay finite."""
+    s = as_tensor(student_logits)
+    t = _as_array(teacher_logits)
+    if s.shape != tuple(t.shape):
+        raise ValueError(f"kd_loss: student logits {s.shape} and teacher logits {tuple(t.shape)} must match")
     if tau <= 0:
         raise ValueError(f"kd_loss: tau must be positive, got {tau}")
-    y = check_labels("kd_loss", Tensor(s), labels)
-    N = s.shape[0]
-    rows = np.arange(N)
-    w = lam * tau * tau if hinton else lam
-    log_ps = log_softmax_array(s, axis=1)
-    log_ps_tau = log_softmax_array(s / tau, axis=1)
-    pt_tau = np.exp(log_softmax_array(t.astype(s.dtype, copy=False) / tau, axis=1))
-    hard = -log_ps[rows, y].sum()
-    soft = -(pt_tau * log_ps_tau).sum()
-    value = (float(hard) + w * float(soft)) / N
-    grad = np.exp(log_ps)
-    grad[rows, y] -= 1.0
-    grad += (w / tau) * (np.exp(log_ps_tau) - pt_tau)
-    grad /= N
-    return value, grad
-
-
-def kd_loss(student_logits, teacher_logits, labels, tau: float, lam: float, hinton: bool = False) -> Tensor:
-    """KD loss as a graph op; the teacher's logits are a constant (no gradient)."""
-    s = as_tensor(student_logits)
-    value, grad = _on_device_of(s.data, kd_loss_value_and_grad)(s.data, _as_array(teacher_logits), labels,
-                                                                 tau, lam, hinton)
+    y = check_labels("kd_loss", s, labels)
+    value, grad = K.kd_loss_value_and_grad(s.data, t, y, tau, lam, hinton)
     return Tensor.from_op(np.asarray(value, dtype=s.dtype), (s,), lambda g: (K.mul(grad, g),))
 
 
-# -- conditional adversarial KD (Xu, Hsu & Huang 2017; ../shared/reference/adversarial-kd.md) ----
+# -- conditional adversarial KD (Xu, Hsu & Huang 2017, arXiv 1709.00513) -----------------
 # D maps logits (N, C) to (N, C + 2): columns 0..C-1 are class scores, column C "real"
 # (the input was teacher logits) and C + 1 "fake" (student logits). d_real = D(t),
 # d_fake = D(F(x)), l the labels. For any row z and its log-softmax, d log softmax(z)_k / dz

@@ -80,3 +80,13 @@ def test_the_checker_sees_a_cycle():
 def test_kernels_never_import_minifit():
     graph = module_graph()
     assert not {(m, t) for m, ts in graph.items() if m.startswith("kernels") for t in ts if t.startswith("minifit")}
+
+
+def test_kernel_tests_never_import_minifit():
+    """tests/kernels holds the kernels to kernels.reference on arrays alone (the engine on
+    the CUDA target is tested in tests/cuda)."""
+    for f in sorted((ROOT / "tests" / "kernels").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "minifit" for n in names), f.name

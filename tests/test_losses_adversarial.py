@@ -10,8 +10,9 @@ from minifit import functional as F
 from minifit.gradcheck import check_grad, leaf
 from minifit.losses import (adversarial_value_and_grad, discriminator_loss, discriminator_loss_value_and_grad,
                             gan_loss, gan_loss_value_and_grad, hinton_kd_loss, hinton_kd_value_and_grad,
-                            kd_loss_value_and_grad, l1_loss, l1_loss_value_and_grad, la_loss, la_value_and_grad,
+                            l1_loss, l1_loss_value_and_grad, la_loss, la_value_and_grad,
                             lds_loss, lds_value_and_grad, student_objective, student_objective_value_and_grad)
+from kernels import kd_loss_value_and_grad
 from minifit.models.wrn import Discriminator
 
 

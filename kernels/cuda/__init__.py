@@ -1,10 +1,11 @@
 """CUDA kernels (numba-cuda ``@cuda.jit``) for CUDA device arrays.
 
-The same API as ``kernels.reference`` / ``kernels.cpu`` (every name of ``kernels._API``,
-same signatures and encodings), plus the engine's array ops listed in
-``kernels.ENGINE_API`` (elementwise arithmetic with broadcasting, reductions, matmul,
-softmax / cross-entropy / KD and hint losses, optimizer updates, max-norm). Arguments and
-results are numba device arrays; results are always C-contiguous.
+The same API as ``kernels.cpu`` (every name of ``kernels.API``): the layer kernels of
+``kernels.reference`` (same signatures and encodings), the fused forwards of
+``kernels.FUSED_API`` and the engine's array ops of ``kernels.ENGINE_API`` (elementwise
+arithmetic with broadcasting, reductions, matmul, softmax / cross-entropy / KD and hint
+losses, optimizer updates, max-norm). Arguments and results are numba device arrays;
+results are always C-contiguous.
 
 Importing this package never fails on a machine without CUDA: numba.cuda is imported on
 first use of a kernel. ``available()`` says whether a GPU (or numba-cuda's simulator,
@@ -17,8 +18,9 @@ Layout of the package:
   gemm        the tiled shared-memory GEMM, im2col / col2im, conv2d, matmul, linear
   pool        maxout, max pooling, fused maxout + pool
   norm        batch norm
-  softmax     softmax / log-softmax and their gradients, cross-entropy, KD and hint losses
+  losses      softmax / log-softmax and their gradients, cross-entropy, KD and hint losses
   optim       SGD (momentum, Nesterov, weight decay), RMSProp (pylearn2), Adam updates
+  fused       the fused forwards of kernels.FUSED_API, as compositions of the above
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ _WHERE = {
     "global_avg_pool_forward": "reduce", "global_avg_pool_backward": "reduce",
     "batch_norm_forward": "norm", "batch_norm_backward": "norm", "batch_norm_inference": "norm",
     "relu_forward": "elementwise", "relu_backward": "elementwise", "dropout_mask": "elementwise",
+    # kernels.FUSED_API
+    "conv2d_maxout_forward": "fused", "bn_relu_conv2d_forward": "fused", "batch_norm_relu_forward": "fused",
     # kernels.ENGINE_API
     "add": "elementwise", "sub": "elementwise", "mul": "elementwise", "div": "elementwise",
     "neg": "elementwise", "absolute": "elementwise", "sign": "elementwise",
@@ -46,13 +50,12 @@ _WHERE = {
     "astype": "elementwise", "zeros_like": "elementwise", "broadcast_to": "elementwise",
     "reduce_sum": "reduce", "unbroadcast": "reduce", "max_norm_": "reduce",
     "matmul": "gemm", "linear_forward": "gemm",
-    "softmax": "softmax", "log_softmax": "softmax",
-    "softmax_backward": "softmax", "log_softmax_backward": "softmax",
-    "cross_entropy_forward": "softmax", "cross_entropy_backward": "softmax",
+    "softmax": "losses", "log_softmax": "losses",
+    "softmax_backward": "losses", "log_softmax_backward": "losses",
+    "cross_entropy_forward": "losses", "cross_entropy_backward": "losses",
     "batch_norm_update_running": "norm", "batch_norm_eval_backward": "norm",
     "sgd_update": "optim", "rmsprop_update": "optim", "adam_update": "optim",
-    # CUDA versions of minifit.losses' NumPy functions (same signature and return)
-    "kd_loss_value_and_grad": "softmax", "hint_loss_value_and_grad": "softmax",
+    "kd_loss_value_and_grad": "losses", "hint_loss_value_and_grad": "losses",
     # host <-> device
     "to_device": "_common", "to_host": "_common",
 }
@@ -69,9 +72,10 @@ def __getattr__(name):
     except ImportError as e:
         raise ImportError(f"kernels.cuda.{name}: numba-cuda cannot be imported ({e}); "
                           f"{INSTALL_HINT}") from e
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
+    for other, where in _WHERE.items():   # every name of that module, at once
+        if where == mod:
+            globals()[other] = getattr(module, other)
+    return globals()[name]
 
 
 class Availability:

@@ -1,6 +1,7 @@
 """Shared machinery of the CUDA kernels: the kernel registry and launcher, allocation,
-host <-> device copies and argument checks (ValueErrors that name the function, what it
-expected and what it got, as kernels.cpu does).
+host <-> device copies and the device-array checks (``need``: a C-contiguous device array of
+a float dtype; ValueErrors that name the function, what it expected and what it got).
+Shapes and geometry are checked by kernels.shapes, as on the CPU.
 
 Launch conventions used by every module:
   * 1-D kernels use grid-stride loops (``for i in range(cuda.grid(1), n, cuda.gridsize(1))``)
@@ -189,16 +190,6 @@ def same_dtype(fname: str, **arrays):
 def same_shape(fname: str, name: str, a, shape, what="expected"):
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{fname}: {name} must have shape {tuple(shape)} ({what}), got {tuple(a.shape)}")
-
-
-def shape4(fname: str, name: str, shape):
-    try:
-        t = tuple(int(v) for v in shape)
-    except TypeError:
-        raise ValueError(f"{fname}: {name} must be a shape (N, C, H, W), got {shape!r}") from None
-    if len(t) != 4 or min(t) <= 0:
-        raise ValueError(f"{fname}: {name} must be a shape (N, C, H, W) of positive ints, got {shape!r}")
-    return t
 
 
 def prod(shape) -> int:

@@ -15,6 +15,8 @@ import math
 import numpy as np
 from numba import cuda
 
+from .. import reference
+from ..shapes import float_dtype
 from ._common import empty, flat, is_dev, kernel, launch1d, need, prod, zeros
 
 MAXDIM = 6
@@ -281,10 +283,10 @@ def relu_backward(dy, y):
 
 
 def dropout_mask(shape, p, seed=None, dtype=np.float32):
-    """The CPU kernel's mask (same generator, same draws: a CUDA run and a CPU run with one
-    seed drop the same units), copied to the device. One host-to-device copy per call."""
-    from .. import cpu
-    mask = cpu.dropout_mask(shape, p, seed, dtype)
+    """The reference's mask, as the CPU kernel draws it (same generator, same draws: a CUDA
+    run and a CPU run with one seed drop the same units), copied to the device. One
+    host-to-device copy per call."""
+    mask = reference.dropout_mask(shape, p, seed, float_dtype("dropout_mask", dtype))
     return cuda.to_device(np.asarray(mask, order="C"))
 
 

@@ -28,8 +28,8 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..shapes import conv_output_size, pair
-from ._common import ceil_div, empty, kernel, launch, launch1d, need, same_dtype, shape4
+from ..shapes import conv_out, geometry, shape4
+from ._common import ceil_div, empty, kernel, launch, launch1d, need, same_dtype
 from .reduce import reduce_sum
 
 TILES = (8, 16)       # 16 x 16 blocks; 8 x 8 when one side of C is at most 8 (skinny products)
@@ -218,26 +218,6 @@ def _col2im_k(cols, x, kh, kw, sh, sw, ph, pw, oh, ow, zero):
         x[n, c, h, w] = acc
 
 
-def _geom(fname, kernel_, stride, pad):
-    try:
-        kh, kw = pair(kernel_, "kernel")
-        sh, sw = pair(stride, "stride")
-        ph, pw = pair(pad, "pad")
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{fname}: {e}") from None
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError(f"{fname}: need kernel >= 1, stride >= 1, pad >= 0; got kernel {(kh, kw)}, "
-                         f"stride {(sh, sw)}, pad {(ph, pw)}")
-    return kh, kw, sh, sw, ph, pw
-
-
-def _out_hw(fname, h, w, kh, kw, sh, sw, ph, pw):
-    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{fname}: kernel {(kh, kw)} with pad {(ph, pw)} does not fit the input plane {(h, w)}")
-    return oh, ow
-
-
 def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow):
     n, c = int(x.shape[0]), int(x.shape[1])
     cols = empty((n, c * kh * kw, oh * ow), x.dtype)
@@ -255,8 +235,8 @@ def _col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, oh, ow):
 def im2col(x, kernel, stride=1, pad=0):
     """x (N, C, H, W) -> cols (N, C*kh*kw, OH*OW); row index c*kh*kw + i*kw + j."""
     need("im2col", "x", x, ndim=4)
-    kh, kw, sh, sw, ph, pw = _geom("im2col", kernel, stride, pad)
-    oh, ow = _out_hw("im2col", int(x.shape[2]), int(x.shape[3]), kh, kw, sh, sw, ph, pw)
+    kh, kw, sh, sw, ph, pw = geometry("im2col", kernel, stride, pad)
+    oh, ow = conv_out("im2col", int(x.shape[2]), int(x.shape[3]), kh, kw, sh, sw, ph, pw)
     return _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow)
 
 
@@ -264,8 +244,8 @@ def col2im(cols, x_shape, kernel, stride=1, pad=0):
     """Adjoint of im2col: cols (N, C*kh*kw, OH*OW) -> x (N, C, H, W), overlaps summed."""
     n, c, h, w = shape4("col2im", "x_shape", x_shape)
     need("col2im", "cols", cols, ndim=3)
-    kh, kw, sh, sw, ph, pw = _geom("col2im", kernel, stride, pad)
-    oh, ow = _out_hw("col2im", h, w, kh, kw, sh, sw, ph, pw)
+    kh, kw, sh, sw, ph, pw = geometry("col2im", kernel, stride, pad)
+    oh, ow = conv_out("col2im", h, w, kh, kw, sh, sw, ph, pw)
     if tuple(cols.shape) != (n, c * kh * kw, oh * ow):
         raise ValueError(f"col2im: cols must have shape {(n, c * kh * kw, oh * ow)} for x_shape "
                          f"{(n, c, h, w)}, got {tuple(cols.shape)}")
@@ -295,8 +275,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     _conv_check("conv2d_forward", x, w, b)
     n, c, h, wd = (int(s) for s in x.shape)
     o, _, kh, kw = (int(s) for s in w.shape)
-    _, _, sh, sw, ph, pw = _geom("conv2d_forward", (kh, kw), stride, pad)
-    oh, ow = _out_hw("conv2d_forward", h, wd, kh, kw, sh, sw, ph, pw)
+    _, _, sh, sw, ph, pw = geometry("conv2d_forward", (kh, kw), stride, pad)
+    oh, ow = conv_out("conv2d_forward", h, wd, kh, kw, sh, sw, ph, pw)
     if b is not None and len(b.shape) == 3 and tuple(b.shape) != (o, oh, ow):
         raise ValueError(f"conv2d_forward: an untied bias must have shape (O, OH, OW) = {(o, oh, ow)}, "
                          f"got {tuple(b.shape)}")
@@ -313,8 +293,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     _conv_check("conv2d_backward", x, w, dy=dy)
     n, c, h, wd = (int(s) for s in x.shape)
     o, _, kh, kw = (int(s) for s in w.shape)
-    _, _, sh, sw, ph, pw = _geom("conv2d_backward", (kh, kw), stride, pad)
-    oh, ow = _out_hw("conv2d_backward", h, wd, kh, kw, sh, sw, ph, pw)
+    _, _, sh, sw, ph, pw = geometry("conv2d_backward", (kh, kw), stride, pad)
+    oh, ow = conv_out("conv2d_backward", h, wd, kh, kw, sh, sw, ph, pw)
     if tuple(dy.shape) != (n, o, oh, ow):
         raise ValueError(f"conv2d_backward: dy must have shape {(n, o, oh, ow)} (O={o} from w), "
                          f"got {tuple(dy.shape)}")

@@ -17,38 +17,11 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ..shapes import pair, pool_output_size
-from ._common import empty, kernel, launch1d, need, prod, shape4, zeros
+from ..shapes import check_pieces, geometry, pool_out, shape4
+from ._common import empty, kernel, launch1d, need, prod, zeros
 
 _INT = (np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint8), np.dtype(np.int16),
         np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.int8))
-
-
-def _pieces(fname, pieces, channels):
-    pieces = int(pieces)
-    if pieces < 1 or pieces > 255:
-        raise ValueError(f"{fname}: pieces must be in 1..255, got {pieces}")
-    if channels % pieces:
-        raise ValueError(f"{fname}: channels {channels} not divisible by pieces {pieces}")
-    return pieces
-
-
-def _pool_geom(fname, kernel_, stride):
-    try:
-        kh, kw = pair(kernel_, "kernel")
-        sh, sw = pair(stride, "stride")
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{fname}: {e}") from None
-    if min(kh, kw, sh, sw) < 1:
-        raise ValueError(f"{fname}: kernel and stride must be >= 1, got {(kh, kw)} and {(sh, sw)}")
-    return kh, kw, sh, sw
-
-
-def _pool_out(fname, h, w, kh, kw, sh, sw, ceil_mode):
-    try:
-        return pool_output_size(h, kh, sh, ceil_mode), pool_output_size(w, kw, sw, ceil_mode)
-    except ValueError as e:
-        raise ValueError(f"{fname}: {e} (input plane {(h, w)}, kernel {(kh, kw)})") from None
 
 
 # ------------------------------------------------------------------ maxout
@@ -96,7 +69,7 @@ def maxout_forward(x, pieces):
     """x (N, C*pieces, ...) -> (y (N, C, ...), arg uint8 piece index; first max wins)."""
     need("maxout_forward", "x", x, ndim=(2, None))
     n, cp = int(x.shape[0]), int(x.shape[1])
-    pieces = _pieces("maxout_forward", pieces, cp)
+    pieces = check_pieces("maxout_forward", pieces, cp)
     rest = tuple(int(s) for s in x.shape[2:])
     c, s = cp // pieces, prod(rest)
     y = empty((n, c, s), x.dtype)
@@ -169,9 +142,9 @@ def _pool_scatter_k(dy, arg, dx):
 def maxpool2d_forward(x, kernel, stride, ceil_mode=True):
     """x (N, C, H, W) -> (y (N, C, OH, OW), arg int32 flat h*W+w)."""
     need("maxpool2d_forward", "x", x, ndim=4)
-    kh, kw, sh, sw = _pool_geom("maxpool2d_forward", kernel, stride)
+    kh, kw, sh, sw, _, _ = geometry("maxpool2d_forward", kernel, stride)
     n, c, h, w = (int(s) for s in x.shape)
-    oh, ow = _pool_out("maxpool2d_forward", h, w, kh, kw, sh, sw, ceil_mode)
+    oh, ow = pool_out("maxpool2d_forward", h, w, kh, kw, sh, sw, ceil_mode)
     y = empty((n, c, oh, ow), x.dtype)
     arg = empty((n, c, oh, ow), np.int32)
     if y.size:
@@ -245,9 +218,9 @@ def maxout_pool_forward(x, pieces, kernel, stride, ceil_mode=True):
     arg int32 = (piece * H + h) * W + w over the group's pre-maxout planes."""
     need("maxout_pool_forward", "x", x, ndim=4)
     n, cp, h, w = (int(s) for s in x.shape)
-    pieces = _pieces("maxout_pool_forward", pieces, cp)
-    kh, kw, sh, sw = _pool_geom("maxout_pool_forward", kernel, stride)
-    oh, ow = _pool_out("maxout_pool_forward", h, w, kh, kw, sh, sw, ceil_mode)
+    pieces = check_pieces("maxout_pool_forward", pieces, cp)
+    kh, kw, sh, sw, _, _ = geometry("maxout_pool_forward", kernel, stride)
+    oh, ow = pool_out("maxout_pool_forward", h, w, kh, kw, sh, sw, ceil_mode)
     c = cp // pieces
     y = empty((n, c, oh, ow), x.dtype)
     arg = empty((n, c, oh, ow), np.int32)
@@ -259,7 +232,7 @@ def maxout_pool_forward(x, pieces, kernel, stride, ceil_mode=True):
 def maxout_pool_backward(dy, arg, x_shape, pieces):
     """dy (N, C, OH, OW) -> dx of x_shape (N, C*pieces, H, W)."""
     n, cp, h, w = shape4("maxout_pool_backward", "x_shape", x_shape)
-    pieces = _pieces("maxout_pool_backward", pieces, cp)
+    pieces = check_pieces("maxout_pool_backward", pieces, cp)
     c = cp // pieces
     _check_pool_bwd("maxout_pool_backward", dy, arg, (n, c))
     dx = zeros((n * c, pieces * h * w), dy.dtype)

@@ -16,8 +16,8 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ._common import (RB, block_sum, empty, flat, kernel, launch, launch1d, need, per_dtype, prod,
-                      row_block, shape4)
+from ..shapes import shape4
+from ._common import RB, block_sum, empty, flat, kernel, launch, launch1d, need, per_dtype, prod, row_block
 
 _SPLIT = 1 << 15       # a single row longer than this is first reduced by many blocks
 _PARTIAL_BLOCKS = 256

@@ -10,16 +10,11 @@ from . import _check
 
 
 def check_labels(op: str, logits, labels) -> np.ndarray:
-    labels = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+    """Labels for 2-D logits (N, classes): int64 (N,) in [0, classes), else a ValueError
+    naming ``op``."""
     if logits.ndim != 2:
         _check.fail(op, f"logits must be 2-D (N, classes), got shape {logits.shape}")
-    if labels.shape != (logits.shape[0],):
-        _check.fail(op, f"labels must have shape ({logits.shape[0]},) for logits {logits.shape}, got {labels.shape}")
-    if labels.dtype.kind not in "iu":
-        _check.fail(op, f"labels must be integers, got {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
-        _check.fail(op, f"labels must lie in [0, {logits.shape[1]}), got range [{labels.min()}, {labels.max()}]")
-    return labels.astype(np.int64, copy=False)
+    return K.check_labels(op, labels.numpy() if isinstance(labels, Tensor) else labels, *logits.shape)
 
 
 def cross_entropy(logits, labels) -> Tensor:

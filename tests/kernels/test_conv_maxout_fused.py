@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 import kernels
 from kernels import cpu, reference as ref
+from kernels.cpu import conv_fft, layouts, runtime, tuning
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -37,12 +38,12 @@ def test_fused_equals_composition(dt, c):
     w = rng.standard_normal((o, c["c"], c["k"], c["k"])).astype(dt)
     out = cpu.conv2d_forward(x, w, None, 1, c["pad"]).shape[2:]
     b = None if c["bias"] is None else rng.standard_normal((o,) + (out if c["bias"] == "untied" else ())).astype(dt)
-    old, old_rows = cpu._CHUNK_ELEMS, (cpu._ROWS_MAX_O, cpu._ROWS_MIN_C)
+    old, old_rows = tuning.CHUNK_ELEMS, (tuning.ROWS_MAX_O, tuning.ROWS_MIN_C)
     try:
         if c["chunk"]:
-            cpu._CHUNK_ELEMS = c["chunk"]
+            tuning.CHUNK_ELEMS = c["chunk"]
         # the GEMM orientation (im2row / im2col), the same for both sides
-        cpu._ROWS_MAX_O, cpu._ROWS_MIN_C = (10**9, 0) if c["rows"] else (0, 10**9)
+        tuning.ROWS_MAX_O, tuning.ROWS_MIN_C = (10**9, 0) if c["rows"] else (0, 10**9)
         z = cpu.conv2d_forward(x, w, b, 1, c["pad"])
         if c["pool"] is None:
             yc, ac = cpu.maxout_forward(z, c["pieces"])
@@ -51,7 +52,7 @@ def test_fused_equals_composition(dt, c):
         y, a = cpu.conv2d_maxout_forward(x, w, b, 1, c["pad"], c["pieces"], c["pool"],
                                          None if c["pool"] is None else (c["pool"][1],) * 2, True)
     finally:
-        cpu._CHUNK_ELEMS, (cpu._ROWS_MAX_O, cpu._ROWS_MIN_C) = old, old_rows
+        tuning.CHUNK_ELEMS, (tuning.ROWS_MAX_O, tuning.ROWS_MIN_C) = old, old_rows
     assert y.shape == yc.shape and y.dtype == yc.dtype and a.dtype == ac.dtype
     np.testing.assert_array_equal(y, yc)       # same GEMM chunks: bit-identical
     np.testing.assert_array_equal(a, ac)
@@ -71,35 +72,13 @@ def test_dispatch_and_threads(monkeypatch):
     got = kernels.conv2d_maxout_forward(x, w, b, 1, 1, 2, (2, 2), (2, 2), True)
     for g, e in zip(got, want):
         np.testing.assert_array_equal(g, e)
-    monkeypatch.setattr(cpu, "_GEMM_THREADS", 2)
-    monkeypatch.setattr(cpu, "_NT", 2)
-    monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 200)
+    monkeypatch.setattr(runtime, "GEMM_THREADS", 2)
+    monkeypatch.setattr(runtime, "NT", 2)
+    monkeypatch.setattr(tuning, "CHUNK_ELEMS", 200)
     want = cpu.maxout_pool_forward(cpu.conv2d_forward(x, w, b, 1, 1), 2, (2, 2), (2, 2), True)
     got = cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, (2, 2), (2, 2), True)
     for g, e in zip(got, want):
         np.testing.assert_array_equal(g, e)
-
-
-@pytest.mark.parametrize("pool", [None, 2, 4])
-def test_functional_equals_unfused(pool):
-    from minifit import functional as F
-    from minifit.tensor import Tensor
-    rng = np.random.default_rng(3)
-    xs = rng.standard_normal((5, 3, 10, 10))
-    ws = rng.standard_normal((8, 3, 3, 3)) * 0.3
-    bs = rng.standard_normal(8)
-    out = []
-    for fused in (True, False):
-        x, w, b = Tensor(xs, requires_grad=True), Tensor(ws, requires_grad=True), Tensor(bs, requires_grad=True)
-        if fused:
-            y = F.maxout_conv2d(x, w, b, 2, 1, 1, pool, None if pool is None else 2)
-        else:
-            z = F.conv2d(x, w, b, 1, 1)
-            y = F.maxout(z, 2) if pool is None else F.maxout_pool2d(z, 2, pool, 2, True)
-        (y * Tensor(np.linspace(-1, 1, y.size).reshape(y.shape))).sum().backward()
-        out.append((y.numpy(), x.grad, w.grad, b.grad))
-    for a, e in zip(*out):
-        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -122,37 +101,22 @@ def test_channels_last_equals_reference(dt, c, layout, max_o, wide):
     xl = {"nchw": x, "cnhw": np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1),
           "nhwc": np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)}[layout]
     ps = None if c["pool"] is None else (c["pool"][1],) * 2
-    old = cpu._NHWC_MAX_O, cpu._CHUNK_ELEMS
+    old = tuning.NHWC_MAX_O, tuning.CHUNK_ELEMS
     try:
-        cpu._NHWC_MAX_O, cpu._CHUNK_ELEMS = max_o, c["chunk"] or cpu._CHUNK_ELEMS
+        tuning.NHWC_MAX_O, tuning.CHUNK_ELEMS = max_o, c["chunk"] or tuning.CHUNK_ELEMS
         y, a = kernels.conv2d_maxout_forward(xl, w, b, 1, c["pad"], c["pieces"], c["pool"], ps, True,
                                              channels_last=True)
     finally:
-        cpu._NHWC_MAX_O, cpu._CHUNK_ELEMS = old
+        tuning.NHWC_MAX_O, tuning.CHUNK_ELEMS = old
     zr = ref.conv2d_forward(x, w, b, 1, c["pad"])
     yr, ar = ref.maxout_forward(zr, c["pieces"]) if c["pool"] is None else \
         ref.maxout_pool_forward(zr, c["pieces"], c["pool"], ps, True)
     assert y.shape == yr.shape and y.dtype == yr.dtype and a.dtype == ar.dtype
     np.testing.assert_array_equal(y, yr)
     np.testing.assert_array_equal(a, ar)
-    rows = o <= max_o and (c["c"] >= cpu._ROWS_MIN_C or cpu._is_nhwc(xl))
+    rows = o <= max_o and (c["c"] >= tuning.ROWS_MIN_C or layouts.is_nhwc(xl))
     if rows and min(y.shape) > 1:
-        assert cpu._is_nhwc(y) and cpu._is_nhwc(a)
-
-
-def test_functional_layout_follows_the_graph():
-    """F.maxout_conv2d returns NHWC maps only when no backward pass is recorded; the
-    values are the same in both modes."""
-    from minifit import functional as F
-    from minifit.tensor import Tensor, no_grad
-    rng = np.random.default_rng(5)
-    x = Tensor(rng.standard_normal((4, 8, 6, 6)).astype(np.float32))
-    w = Tensor(rng.standard_normal((6, 8, 3, 3)).astype(np.float32), requires_grad=True)
-    with no_grad():
-        y0 = F.maxout_conv2d(x, w, None, 2, 1, 1, 2, 2)
-    y1 = F.maxout_conv2d(x, w, None, 2, 1, 1, 2, 2)
-    assert cpu._is_nhwc(y0.data) and not cpu._is_nhwc(y1.data) and y1.requires_grad
-    np.testing.assert_allclose(y0.data, y1.data, rtol=1e-5, atol=1e-5)
+        assert layouts.is_nhwc(y) and layouts.is_nhwc(a)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -174,13 +138,13 @@ def test_fft_path_equals_reference(dt, n, c, units, pieces, h, w_, k, pad, pool,
     w = rng.standard_normal((o, c) + k).astype(dt)
     b = rng.standard_normal(o).astype(dt) if bias else None
     ps = None if pool is None else (pool[1],) * 2
-    old = cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P, cpu._FFT_CHUNK
+    old = tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_CHUNK
     try:   # (chunks of 2 samples: several, the last one partial when n is odd)
-        cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P, cpu._FFT_CHUNK = 25, 1, 1, 2
-        assert cpu._use_fft(c, k[0], k[1], (1, 1), 1, 1)
+        tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_CHUNK = 25, 1, 1, 2
+        assert conv_fft.use_fft(c, k[0], k[1], (1, 1), 1, 1)
         y, a = cpu.conv2d_maxout_forward(x, w, b, 1, pad, pieces, pool, ps, True, last)
     finally:
-        cpu._FFT_MIN_TAPS, cpu._FFT_MIN_C, cpu._FFT_MIN_P, cpu._FFT_CHUNK = old
+        tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_CHUNK = old
     zr = ref.conv2d_forward(x, w, b, 1, pad)
     yr, ar = ref.maxout_forward(zr, pieces) if pool is None else ref.maxout_pool_forward(zr, pieces, pool, ps, True)
     assert y.shape == yr.shape and y.dtype == yr.dtype and a.dtype == ar.dtype
@@ -188,7 +152,7 @@ def test_fft_path_equals_reference(dt, n, c, units, pieces, h, w_, k, pad, pool,
     if dt == np.float64:   # (float32 rounding may resolve a near-tie of two pieces differently)
         np.testing.assert_array_equal(a, ar)
     if min(y.shape) > 1:
-        assert cpu._is_nhwc(y) == last and (last or y.swapaxes(0, 1).flags.c_contiguous)
+        assert layouts.is_nhwc(y) == last and (last or y.swapaxes(0, 1).flags.c_contiguous)
 
 
 @pytest.mark.parametrize("path", ["im2col", "rows", "channels_last", "fft"])
@@ -200,16 +164,16 @@ def test_untied_bias_on_every_path(monkeypatch, path, pool):
     x = rng.standard_normal((7, 9, 11, 10)).astype(np.float32)
     w = rng.standard_normal((12, 9, 5, 5)).astype(np.float32) * 0.2
     b = rng.standard_normal((12, 9, 8)).astype(np.float32)   # pad 1: OH, OW = 9, 8
-    monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 3000)            # several chunks
+    monkeypatch.setattr(tuning, "CHUNK_ELEMS", 3000)            # several chunks
     rows = path in ("rows", "channels_last")
-    monkeypatch.setattr(cpu, "_ROWS_MAX_O", 10**9 if rows else 0)
-    monkeypatch.setattr(cpu, "_ROWS_MIN_C", 0 if rows else 10**9)
+    monkeypatch.setattr(tuning, "ROWS_MAX_O", 10**9 if rows else 0)
+    monkeypatch.setattr(tuning, "ROWS_MIN_C", 0 if rows else 10**9)
     if path == "fft":
-        monkeypatch.setattr(cpu, "_FFT_MIN_TAPS", 1)
-        monkeypatch.setattr(cpu, "_FFT_MIN_C", 1)
-        monkeypatch.setattr(cpu, "_FFT_MIN_P", 1)
+        monkeypatch.setattr(tuning, "FFT_MIN_TAPS", 1)
+        monkeypatch.setattr(tuning, "FFT_MIN_C", 1)
+        monkeypatch.setattr(tuning, "FFT_MIN_P", 1)
     else:
-        monkeypatch.setattr(cpu, "_FFT_MIN_C", 10**9)
+        monkeypatch.setattr(tuning, "FFT_MIN_C", 10**9)
     ps = None if pool is None else (pool[1],) * 2
     y, a = cpu.conv2d_maxout_forward(x, w, b, 1, 1, 3, pool, ps, True, channels_last=path == "channels_last")
     zr = ref.conv2d_forward(x, w, b, 1, 1)

@@ -1,10 +1,10 @@
 """kernels.cuda against its twins: every kernel of the API equals kernels.reference, every
-engine op equals kernels.numpy_ops (float32, rtol/atol 1e-4 as the CPU kernel tests; the
+engine op equals kernels.cpu (float32, rtol/atol 1e-4 as the CPU kernel tests; the
 argmax encodings exactly), on random inputs with ragged sizes (not multiples of the GEMM
 tiles 8 and 16, the 1-D block of 256 threads or the row blocks of 32-128), and ties
 for the max ops.
 
-Runs on numba-cuda's simulator (see conftest.py: strict, so no NumPy fallback can hide in
+Runs on numba-cuda's simulator (see tests/cudasim.py: strict, so no NumPy fallback can hide in
 the device code). The simulator executes every thread in Python, so shapes are tiny. The
 last test compiles every kernel, with the argument types its launches used, to PTX for a
 real GPU (sm_75), which the simulator never does (it catches typing errors a GPU would hit).
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import kernels
-from kernels import numpy_ops as npo
+from kernels import cpu
 from kernels import reference as ref
 
 pytestmark = pytest.mark.cuda
@@ -95,13 +95,13 @@ def test_matmul_ragged_tiles(kc, rng, m, k, n, ta, tb):
     tiles; no dimension is a multiple of its tile and K spans 2-3 tiles."""
     a = rnd(rng, k, m) if ta else rnd(rng, m, k)
     b = rnd(rng, n, k) if tb else rnd(rng, k, n)
-    close(kernels.matmul(dev(a), dev(b), ta, tb), npo.matmul(a, b, ta, tb))
+    close(kernels.matmul(dev(a), dev(b), ta, tb), cpu.matmul(a, b, ta, tb))
 
 
 def test_linear_forward_with_bias(kc, rng):
     x, w, b = rnd(rng, 5, 18), rnd(rng, 3, 18), rnd(rng, 3)
-    close(kernels.linear_forward(dev(x), dev(w), dev(b)), npo.linear_forward(x, w, b))
-    close(kernels.linear_forward(dev(x), dev(w)), npo.linear_forward(x, w))
+    close(kernels.linear_forward(dev(x), dev(w), dev(b)), cpu.linear_forward(x, w, b))
+    close(kernels.linear_forward(dev(x), dev(w)), cpu.linear_forward(x, w))
 
 
 def test_im2col_col2im(kc, rng):
@@ -199,11 +199,11 @@ def test_batch_norm(kc, rng, shape):
     close(kc.batch_norm_inference(dev(x), dev(gamma), dev(beta), dev(rm), dev(rv), 1e-5),
           ref.batch_norm_inference(x, gamma, beta, rm, rv, 1e-5))
     for g, r in zip(kc.batch_norm_eval_backward(dev(dy), dev(x), dev(gamma), dev(rm), dev(rv), 1e-5),
-                    npo.batch_norm_eval_backward(dy, x, gamma, rm, rv, 1e-5)):
+                    cpu.batch_norm_eval_backward(dy, x, gamma, rm, rv, 1e-5)):
         close(g, r)
     drm, drv = dev(rm), dev(rv)
     kc.batch_norm_update_running(drm, drv, gmean, ginvstd, 0.1, 1e-5, x.size // c)
-    npo.batch_norm_update_running(rm, rv, mean, invstd, 0.1, 1e-5, x.size // c)
+    cpu.batch_norm_update_running(rm, rv, mean, invstd, 0.1, 1e-5, x.size // c)
     close(drm, rm)
     close(drv, rv)
 
@@ -238,7 +238,6 @@ def test_relu(kc, rng):
 
 
 def test_dropout_mask_is_the_cpu_mask(kc):
-    from kernels import cpu
     got = kernels.dropout_mask((3, 7), 0.4, 5, F32, like=dev(np.zeros(1, F32)))
     exact(got, cpu.dropout_mask((3, 7), 0.4, 5, F32))
 
@@ -246,7 +245,7 @@ def test_dropout_mask_is_the_cpu_mask(kc):
 # ----------------------------------------------------------------------------- engine ops
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
 def test_binary_broadcasting(kc, rng, op):
-    f, g = getattr(kernels, op), getattr(npo, op)
+    f, g = getattr(kernels, op), getattr(cpu, op)
     a = rnd(rng, 4, 3, 5)
     pos = np.abs(rnd(rng, 4, 3, 5)) + 0.5
     for b in (pos, pos[0, :, :1], pos[:, :1, :1], pos[0, 0], pos[:1, :, :].reshape(3, 5)):
@@ -268,7 +267,7 @@ def test_binary_errors(kc, rng):
 @pytest.mark.parametrize("op", ["neg", "absolute", "sign", "exp", "log"])
 def test_unary(kc, rng, op):
     x = ties(rng, 5, 61) if op != "log" else np.abs(rnd(rng, 5, 61)) + 0.1
-    close(getattr(kernels, op)(dev(x)), getattr(npo, op)(x))
+    close(getattr(kernels, op)(dev(x)), getattr(cpu, op)(x))
 
 
 def test_casts_and_fills(kc, rng):
@@ -277,33 +276,33 @@ def test_casts_and_fills(kc, rng):
     assert kernels.astype(d, F32) is d
     close(kernels.astype(d, np.float64), x.astype(np.float64))
     close(kernels.zeros_like(d), np.zeros_like(x))
-    close(kernels.broadcast_to(dev(x[:, :1]), (2, 3, 4)), npo.broadcast_to(x[:, :1], (2, 3, 4)))
+    close(kernels.broadcast_to(dev(x[:, :1]), (2, 3, 4)), cpu.broadcast_to(x[:, :1], (2, 3, 4)))
 
 
 @pytest.mark.parametrize("axis,keepdims", [(None, False), (None, True), (0, False), (1, True), (-1, False),
                                            ((0, 2, 3), False), ((0, 2, 3), True), ((1, 3), False), ((), False)])
 def test_reduce_sum(kc, rng, axis, keepdims):
     x = rnd(rng, 2, 3, 2, 37)
-    close(kernels.reduce_sum(dev(x), axis, keepdims), npo.reduce_sum(x, axis, keepdims))
+    close(kernels.reduce_sum(dev(x), axis, keepdims), cpu.reduce_sum(x, axis, keepdims))
 
 
 def test_reduce_sum_rows_longer_than_the_block(kc, rng):
     x = rnd(rng, 2, 300)   # 128-thread blocks, three strides per row
-    close(kernels.reduce_sum(dev(x), 1), npo.reduce_sum(x, 1))
+    close(kernels.reduce_sum(dev(x), 1), cpu.reduce_sum(x, 1))
 
 
 def test_reduce_sum_two_stage(kc, rng, monkeypatch):
     from kernels.cuda import reduce as kred
     monkeypatch.setattr(kred, "_SPLIT", 100)   # exercise the many-block path on a small array
     x = rnd(rng, 1000)
-    close(kernels.reduce_sum(dev(x)), npo.reduce_sum(x))
+    close(kernels.reduce_sum(dev(x)), cpu.reduce_sum(x))
 
 
 @pytest.mark.parametrize("gshape,shape", [((4, 3), (3,)), ((4, 3), (4, 1)), ((2, 4, 3), (1, 3)),
                                           ((4, 3), ()), ((4, 3), (4, 3))])
 def test_unbroadcast(kc, rng, gshape, shape):
     g = rnd(rng, *gshape)
-    close(kernels.unbroadcast(dev(g), shape), npo.unbroadcast(g, shape))
+    close(kernels.unbroadcast(dev(g), shape), cpu.unbroadcast(g, shape))
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 2, 2), (2, 300), (6,)])
@@ -312,42 +311,41 @@ def test_max_norm(kc, rng, shape):
     w[0] *= 0.01   # some rows inside the constraint, some outside
     d = dev(w)
     kernels.max_norm_(d, 1.3)
-    close(d, npo.max_norm_(w.copy(), 1.3))
+    close(d, cpu.max_norm_(w.copy(), 1.3))
 
 
 @pytest.mark.parametrize("shape,axis", [((4, 70), -1), ((1, 300), -1), ((3, 5, 4), 1), ((2, 10), 0)])
 def test_softmax_family(kc, rng, shape, axis):
     x = rnd(rng, *shape) * 4
     for fwd, bwd in (("softmax", "softmax_backward"), ("log_softmax", "log_softmax_backward")):
-        y = getattr(npo, fwd)(x, axis)
+        y = getattr(cpu, fwd)(x, axis)
         gy = getattr(kernels, fwd)(dev(x), axis)
         close(gy, y)
         g = rnd(rng, *shape)
-        close(getattr(kernels, bwd)(dev(g), gy, axis), getattr(npo, bwd)(g, y, axis))
+        close(getattr(kernels, bwd)(dev(g), gy, axis), getattr(cpu, bwd)(g, y, axis))
 
 
 def test_cross_entropy(kc, rng):
     z, y = rnd(rng, 5, 70) * 3, rng.integers(0, 70, 5)
-    loss, logp = npo.cross_entropy_forward(z, y)
+    loss, logp = cpu.cross_entropy_forward(z, y)
     gloss, glogp = kernels.cross_entropy_forward(dev(z), y)
     close(gloss, loss)
     close(glogp, logp)
     g = np.asarray(0.7, F32)
-    close(kernels.cross_entropy_backward(glogp, y, dev(g)), npo.cross_entropy_backward(logp, y, g))
+    close(kernels.cross_entropy_backward(glogp, y, dev(g)), cpu.cross_entropy_backward(logp, y, g))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 70\)"):
         kernels.cross_entropy_forward(dev(z), y + 70)
 
 
 @pytest.mark.parametrize("hinton", [False, True])
 def test_kd_and_hint_losses(kc, rng, hinton):
-    from minifit import losses
     s, t, y = rnd(rng, 4, 10) * 3, rnd(rng, 4, 10) * 3, rng.integers(0, 10, 4)
-    v, g = losses.kd_loss_value_and_grad(s, t, y, 3.0, 0.7, hinton)
+    v, g = cpu.kd_loss_value_and_grad(s, t, y, 3.0, 0.7, hinton)
     gv, gg = kc.kd_loss_value_and_grad(dev(s), dev(t), y, 3.0, 0.7, hinton)
     assert isinstance(gv, float) and abs(gv - v) <= 1e-5 * max(1.0, abs(v))
     close(gg, g)
     r, u = rnd(rng, 3, 2, 4, 5), rnd(rng, 3, 2, 4, 5)
-    v, g = losses.hint_loss_value_and_grad(r, u)
+    v, g = cpu.hint_loss_value_and_grad(r, u)
     gv, gg = kc.hint_loss_value_and_grad(dev(r), dev(u))
     assert abs(gv - v) <= 1e-6 * max(1.0, abs(v))
     close(gg, g)
@@ -372,7 +370,7 @@ def test_optimizer_updates(kc, rng, kind):
     slots = [np.abs(rnd(rng, 7, 45)) * 0.1 for _ in range(2)]
     dp, dslots = dev(p), [dev(s) for s in slots]
     _update(kernels, kind, dp, dev(g), dslots)
-    _update(npo, kind, p, g, slots)
+    _update(cpu, kind, p, g, slots)
     close(dp, p)
     for a, b in zip(dslots, slots):
         close(a, b)

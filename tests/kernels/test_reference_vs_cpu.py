@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import kernels
 from kernels import cpu, reference as ref
+from kernels.cpu import conv, layouts, tuning
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -24,7 +25,7 @@ def layout(x, kind):
     C-contiguous), "nhwc" (channels-last: x.transpose(0, 2, 3, 1) C-contiguous), else as is."""
     if kind == "nhwc" and x.ndim == 4:
         out = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-        assert cpu._is_nhwc(out) or 1 in x.shape[1:]   # (a size-1 axis makes layouts coincide)
+        assert layouts.is_nhwc(out) or 1 in x.shape[1:]   # (a size-1 axis makes layouts coincide)
         return out
     if kind not in (True, "cnhw") or x.ndim < 2:
         return x
@@ -63,11 +64,11 @@ class orientation:
         self.limits = (10**9, 0) if rows else (0, 10**9)
 
     def __enter__(self):
-        self.old = cpu._ROWS_MAX_O, cpu._ROWS_MIN_C
-        cpu._ROWS_MAX_O, cpu._ROWS_MIN_C = self.limits
+        self.old = tuning.ROWS_MAX_O, tuning.ROWS_MIN_C
+        tuning.ROWS_MAX_O, tuning.ROWS_MIN_C = self.limits
 
     def __exit__(self, *exc):
-        cpu._ROWS_MAX_O, cpu._ROWS_MIN_C = self.old
+        tuning.ROWS_MAX_O, tuning.ROWS_MIN_C = self.old
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -113,17 +114,17 @@ def test_conv_k_split(dt, bias, monkeypatch):
     """Long reductions: the im2col cut into input-map blocks whose products are summed
     (several blocks, the last one short, a partial last sample chunk), for the plain and
     the maxout-fused convolution."""
-    monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 4 * 46 * 30)   # 1 sample (30 positions) per chunk ...
-    monkeypatch.setattr(cpu, "_KSPLIT_MIN_K", 10)
-    monkeypatch.setattr(cpu, "_KSPLIT_COLS", 64)              # ... raised to 3 (90 columns)
-    monkeypatch.setattr(cpu, "_KSPLIT_ELEMS", 2 * 9 * 3 * 30)  # 2 of the 5 maps per block
-    monkeypatch.setattr(cpu, "_ROWS_MAX_O", 0)
+    monkeypatch.setattr(tuning, "CHUNK_ELEMS", 4 * 46 * 30)   # 1 sample (30 positions) per chunk ...
+    monkeypatch.setattr(tuning, "KSPLIT_MIN_K", 10)
+    monkeypatch.setattr(tuning, "KSPLIT_COLS", 64)              # ... raised to 3 (90 columns)
+    monkeypatch.setattr(tuning, "KSPLIT_ELEMS", 2 * 9 * 3 * 30)  # 2 of the 5 maps per block
+    monkeypatch.setattr(tuning, "ROWS_MAX_O", 0)
     rng = np.random.default_rng(4)
     x, w = arr(rng, (7, 5, 6, 5), dt), arr(rng, (6, 5, 3, 3), dt)
     b = arr(rng, (6,), dt) if bias else None
     calls = []
-    real = cpu._im2col_k
-    monkeypatch.setattr(cpu, "_im2col_k", lambda *a: calls.append(a[4:6]) or real(*a))
+    real = conv.im2col_k
+    monkeypatch.setattr(conv, "im2col_k", lambda *a: calls.append(a[4:6]) or real(*a))
     want = ref.conv2d_forward(x, w, b, 1, 1)
     close(cpu.conv2d_forward(layout(x, True), w, b, 1, 1), want, dt)
     assert {(0, 2), (2, 4), (4, 5)} <= set(calls)
@@ -136,16 +137,16 @@ def test_conv_k_split(dt, bias, monkeypatch):
 def test_rows_long_reduction_chunks(dt, monkeypatch):
     """Rows orientation with a long reduction: several samples per GEMM (the last chunk
     partial), for the plain, the BN-ReLU and the no-backward maxout convolutions."""
-    monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 4 * 46 * 30)
-    monkeypatch.setattr(cpu, "_ROWS_LONG_K", 10)
-    monkeypatch.setattr(cpu, "_ROWS_MIN_M", 100)   # 4 samples of 30 positions per chunk
-    monkeypatch.setattr(cpu, "_ROWS_MAX_O", 10**9)
-    monkeypatch.setattr(cpu, "_ROWS_MIN_C", 0)
+    monkeypatch.setattr(tuning, "CHUNK_ELEMS", 4 * 46 * 30)
+    monkeypatch.setattr(tuning, "ROWS_LONG_K", 10)
+    monkeypatch.setattr(tuning, "ROWS_MIN_M", 100)   # 4 samples of 30 positions per chunk
+    monkeypatch.setattr(tuning, "ROWS_MAX_O", 10**9)
+    monkeypatch.setattr(tuning, "ROWS_MIN_C", 0)
     rng = np.random.default_rng(8)
     x, w, b = arr(rng, (7, 5, 6, 5), dt), arr(rng, (6, 5, 3, 3), dt), arr(rng, (6,), dt)
     sizes = []
-    real = cpu._im2row_k
-    monkeypatch.setattr(cpu, "_im2row_k", lambda *a: sizes.append(a[3]) or real(*a))
+    real = conv.im2row_k
+    monkeypatch.setattr(conv, "im2row_k", lambda *a: sizes.append(a[3]) or real(*a))
     want = ref.conv2d_forward(x, w, b, 1, 1)
     close(cpu.conv2d_forward(x, w, b, 1, 1), want, dt)
     assert max(sizes) == 4 and min(sizes) == 3
@@ -161,12 +162,12 @@ def test_rows_long_reduction_chunks(dt, monkeypatch):
 @pytest.mark.parametrize("dt", DTYPES)
 def test_conv_chunked_batches(dt, rows, monkeypatch):
     """Force several im2col / im2row chunks (the last one partial) through the GEMM path."""
-    monkeypatch.setattr(cpu, "_CHUNK_ELEMS", 2 * 18 * 25)
-    monkeypatch.setattr(cpu, "_ROWS_MAX_O", 10**9 if rows else 0)
-    monkeypatch.setattr(cpu, "_ROWS_MIN_C", 0)
+    monkeypatch.setattr(tuning, "CHUNK_ELEMS", 2 * 18 * 25)
+    monkeypatch.setattr(tuning, "ROWS_MAX_O", 10**9 if rows else 0)
+    monkeypatch.setattr(tuning, "ROWS_MIN_C", 0)
     rng = np.random.default_rng(1)
     x, w, b = arr(rng, (7, 2, 6, 5), dt), arr(rng, (3, 2, 3, 3), dt), arr(rng, (3,), dt)
-    assert cpu._use_rows(2, 3, 3, 3) == rows
+    assert conv._use_rows(2, 3, 3, 3) == rows
     y = cpu.conv2d_forward(x, w, b, 1, 1)
     close(y, ref.conv2d_forward(x, w, b, 1, 1), dt)
     dy = arr(rng, y.shape, dt)
@@ -318,7 +319,7 @@ def test_dispatch_and_strided_inputs():
 
 def test_threaded_split_paths(monkeypatch):
     """Force the elementwise / pooling kernels onto several threads on small inputs."""
-    monkeypatch.setattr(cpu, "_GRAIN", 1)
+    monkeypatch.setattr(tuning, "GRAIN", 1)
     rng = np.random.default_rng(9)
     dt = np.float64
     x = layout(arr(rng, (5, 6, 7, 7), dt, ties=True), True)
@@ -399,8 +400,8 @@ def test_channels_last_elementwise(dt):
 def test_rows_orientation_is_really_taken(monkeypatch):
     """The orientation switch reaches the im2row kernel (a patched _im2row_k must be called)."""
     calls = []
-    real = cpu._im2row_k
-    monkeypatch.setattr(cpu, "_im2row_k", lambda *a: calls.append(1) or real(*a))
+    real = conv.im2row_k
+    monkeypatch.setattr(conv, "im2row_k", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(2)
     x, w = arr(rng, (2, 3, 5, 5), np.float64), arr(rng, (4, 3, 3, 3), np.float64)
     for rows in (False, True):

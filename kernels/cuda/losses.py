@@ -1,5 +1,5 @@
-"""Softmax, log-softmax and their gradients; cross-entropy; the KD and hint losses of
-minifit.losses (same signatures and results as its NumPy functions).
+"""Softmax, log-softmax and their gradients; cross-entropy; the KD and hint losses: the
+CUDA twins of kernels/cpu/losses.py (same signatures and results).
 
 Along the last axis (the engine's case: logits (N, C)) one block of up to RB threads handles one
 row: threads stride along the row (coalesced), the row max and the sums of exponentials
@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from ..shapes import check_labels
 from ._common import (RB, block_max, block_sum, empty, flat, is_dev, launch, launch1d, need, per_dtype, prod,
                       row_block, same_dtype, to_device)
 from .reduce import reduce_sum
@@ -154,17 +155,10 @@ def log_softmax_backward(g, out, axis=-1):
 
 # ------------------------------------------------------------------ labels
 def _labels(fname, labels, n, c):
-    """-> device int64 labels (N,), range-checked on the host."""
+    """-> device int64 labels (N,), checked on the host (kernels.shapes.check_labels)."""
     if not isinstance(labels, np.ndarray) and callable(getattr(labels, "numpy", None)):
         labels = labels.numpy()   # a minifit Tensor of labels
-    host = labels.copy_to_host() if is_dev(labels) else np.asarray(labels)
-    if host.shape != (n,):
-        raise ValueError(f"{fname}: labels must have shape ({n},) for logits ({n}, {c}), got {host.shape}")
-    if host.dtype.kind not in "iu":
-        raise ValueError(f"{fname}: labels must be integers, got {host.dtype}")
-    if host.size and (host.min() < 0 or host.max() >= c):
-        raise ValueError(f"{fname}: labels must lie in [0, {c}), got range [{host.min()}, {host.max()}]")
-    return to_device(host.astype(np.int64, copy=False))
+    return to_device(check_labels(fname, labels, n, c))
 
 
 # ------------------------------------------------------------------ cross-entropy
@@ -275,7 +269,7 @@ def _kd_k(nbt):
 
 
 def kd_loss_value_and_grad(s, t, labels, tau, lam, hinton=False):
-    """CUDA twin of minifit.losses.kd_loss_value_and_grad: -> (value: float, grad (N, C)
+    """CUDA twin of the CPU kd_loss_value_and_grad (equation and derivation: minifit.losses.kd_loss): -> (value: float, grad (N, C)
     device array). value = 1/N sum_n [-log P_S(y_n) + w H(P_T^tau, P_S^tau)], w = lam or
     lam tau^2 (Hinton). One row per block; the two per-row terms are summed on the device
     and two numbers copied back."""
@@ -315,7 +309,7 @@ def _hint_k(nbt):
 
 
 def hint_loss_value_and_grad(regressed, hint):
-    """CUDA twin of minifit.losses.hint_loss_value_and_grad: L_HT = 1/N sum_n 1/2
+    """CUDA twin of the CPU hint_loss_value_and_grad: L_HT = 1/N sum_n 1/2
     ||r_n - u_n||^2 -> (value: float, dL/dr = (r - u) / N device array)."""
     need("hint_loss", "regressed", regressed, ndim=(1, None))
     need("hint_loss", "hint", hint, ndim=(1, None))

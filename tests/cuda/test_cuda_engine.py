@@ -1,5 +1,5 @@
 """The engine on the CUDA target (numba-cuda simulator, strict device arrays: see
-conftest.py): device placement, and full training steps that must equal the CPU steps.
+tests/cudasim.py): device placement, and full training steps that must equal the CPU steps.
 
 * a tiny maxout network (maxout conv + fused maxout/max-pool, dropout, maxout dense,
   softmax layer, cross-entropy, RMSProp with max-norm constraints): two steps on "cuda"

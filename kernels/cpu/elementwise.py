@@ -1,0 +1,129 @@
+"""Elementwise ops on the CPU: ReLU forward / backward (Numba, in the input's layout,
+NHWC included), the dropout mask, and the engine's NumPy arithmetic (kernels.ENGINE_API:
+broadcasting, casts)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reference
+from ..shapes import Spec, check, float_dtype
+from .layouts import canon, flat3, from_rows, is_nhwc, nc, nhwc_rows, pl, uncanon
+from .runtime import kern, split
+
+
+@kern
+def _relu_k(x, y, i0, i1):
+    for i in range(i0, i1):
+        v = x[i]
+        y[i] = v if v > 0 else 0
+
+
+@kern
+def _relu_bwd_k(dy, y, dx, i0, i1):
+    for i in range(i0, i1):
+        dx[i] = dy[i] if y[i] > 0 else 0
+
+
+def relu_forward(x):
+    fn = "relu_forward"
+    check(fn, [Spec("x", x, ("...",))])
+    if is_nhwc(x):
+        xb, back = nhwc_rows(x), lambda y: from_rows(y, x.shape[0], x.shape[2], x.shape[3])
+    else:
+        xb, cf = canon(x) if x.ndim >= 2 else (np.ascontiguousarray(x), False)
+        back = lambda y: uncanon(y, cf)  # noqa: E731
+    y = np.empty(xb.shape, dtype=x.dtype)
+    xf, yf = xb.reshape(-1), y.reshape(-1)
+    split(lambda lo, hi: _relu_k(xf, yf, lo, hi), xf.size, xf.size)
+    return back(y)
+
+
+@kern
+def _relu_bwd_planes_k(dyb, dcf, yb, ycf, dx, t0, t1):
+    """dx = dy where y > 0, plane by plane, for dy and y in different canonical layouts
+    (planes t0..t1-1 in dy's order; dx in dy's layout)."""
+    N, C = nc(dyb, dcf)
+    for t in range(t0, t1):
+        n, c = (t % N, t // N) if dcf else (t // C, t % C)
+        d = pl(dyb, dcf, n, c)
+        v = pl(yb, ycf, n, c)
+        o = pl(dx, dcf, n, c)
+        for m in range(d.shape[0]):
+            o[m] = d[m] if v[m] > 0 else 0
+
+
+def relu_backward(dy, y):
+    fn = "relu_backward"
+    check(fn, [Spec("dy", dy, ("...",)), Spec("y", y, ("...",))])
+    if dy.shape != y.shape:
+        raise ValueError(f"{fn}: dy and y must have one shape, got dy {dy.shape}, y {y.shape}")
+    if dy.ndim == 4:
+        db, dcf = canon(flat3(dy))
+        yb, ycf = canon(flat3(y))
+        if dcf != ycf:  # (e.g. dy from a NCHW product, y CNHW): no transposing copy of y
+            dx = np.empty(db.shape, dtype=dy.dtype)
+            planes = db.shape[0] * db.shape[1]
+            split(lambda lo, hi: _relu_bwd_planes_k(db, dcf, yb, ycf, dx, lo, hi), planes, dy.size)
+            return uncanon(dx, dcf).reshape(dy.shape)
+    db, cf = canon(dy) if dy.ndim >= 2 else (np.ascontiguousarray(dy), False)
+    yb = uncanon(y, cf) if dy.ndim >= 2 else y
+    yb = np.ascontiguousarray(yb)
+    dx = np.empty(db.shape, dtype=dy.dtype)
+    df, yf, xf = db.reshape(-1), yb.reshape(-1), dx.reshape(-1)
+    split(lambda lo, hi: _relu_bwd_k(df, yf, xf, lo, hi), df.size, df.size)
+    return uncanon(dx, cf)
+
+
+def dropout_mask(shape, p, seed=None, dtype=np.float32):
+    """The reference's mask (same generator, same draws: equal masks for equal seeds)."""
+    return reference.dropout_mask(shape, p, seed, float_dtype("dropout_mask", dtype))
+
+
+# ------------------------------------------------------------------ engine ops (NumPy)
+def add(a, b):
+    return a + b
+
+
+def sub(a, b):
+    return a - b
+
+
+def mul(a, b):
+    return a * b
+
+
+def div(a, b):
+    return a / b
+
+
+def neg(x):
+    return -x
+
+
+def absolute(x):
+    return np.abs(x)
+
+
+def sign(x):
+    return np.sign(x)
+
+
+def exp(x):
+    return np.exp(x)
+
+
+def log(x):
+    return np.log(x)
+
+
+def astype(x, dtype):
+    return x.astype(dtype, copy=False)
+
+
+def zeros_like(x):
+    return np.zeros_like(x)
+
+
+def broadcast_to(x, shape, dtype=None):
+    """A new C-contiguous array: ``x`` broadcast to ``shape`` (cast to ``dtype``)."""
+    return np.broadcast_to(x, shape).astype(x.dtype if dtype is None else dtype, copy=True)

@@ -1,0 +1,28 @@
+"""Sums and norms of the engine (kernels.ENGINE_API), in NumPy: reduce_sum, the adjoint of
+broadcasting (unbroadcast), and the in-place max-norm constraint."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def reduce_sum(x, axis=None, keepdims=False):
+    return np.asarray(np.sum(x, axis=axis, keepdims=keepdims))
+
+
+def unbroadcast(g, shape):
+    """Sum a broadcast gradient back down to ``shape`` (the adjoint of broadcasting)."""
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    g = g.sum(axis=tuple(range(extra))) if extra else g
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def max_norm_(w, max_norm):
+    """In place: every slice w[i] rescaled to L2 norm <= max_norm (norms in float64)."""
+    axes = tuple(range(1, w.ndim))
+    norms = np.sqrt((w.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
+    scale = np.minimum(1.0, max_norm / np.maximum(norms, 1e-12))
+    w *= scale.astype(w.dtype)
+    return w

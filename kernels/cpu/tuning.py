@@ -1,0 +1,90 @@
+"""Every tuning threshold of the CPU kernels, each beside the measurement that chose it.
+
+The kernels read these as ``tuning.NAME`` when they run, so a test (or an experiment) can
+change one with ``monkeypatch.setattr(tuning, "NAME", value)``; the exception is
+POOL_SELECT_MAX_TAPS, which a compiled Numba kernel reads once, at compile time.
+Unless said otherwise: batch 128, float32, this project's 2-core AMD EPYC machine
+(OpenBLAS sgemm, AVX-512), measured in November 2026.
+"""
+from __future__ import annotations
+
+# ------------------------------------------------------------------ runtime (runtime.py)
+# Below this many elements an elementwise / pooling kernel runs on the calling thread only
+# (a thread hand-off costs tens of microseconds). Not measured on its own: a round number
+# well above the hand-off cost.
+GRAIN = 1 << 16
+
+# glibc hands every freed block above its mmap threshold (adaptive, 128 KB .. 32 MB) back
+# to the OS and trims the heap top beyond twice that, so a network's activations (MBs
+# each) are mapped and zero-filled afresh on every step. Keeping freed memory in the heap
+# lets the next step reuse it. Measured (2026-11-22, batch 128, 2 threads, separate
+# processes, two rounds): wrn-10-2 inference 68-72 -> 57-63 ms, training 327-355 ->
+# 256-292 ms; fitnet-1 inference 60-62 -> 48-51 ms; peak RSS unchanged (498 / 501 MB).
+# Setting only one of the two thresholds did not help (trim alone was slower). One epoch
+# of the MNIST teacher / backprop student through the Runner was unchanged (53-57 / 17-19 s
+# both ways, peak RSS 285 MB both ways). MINIFIT_MALLOC=system keeps glibc's defaults.
+MALLOC_THRESHOLD = 1 << 30
+
+# ------------------------------------------------------------------ dense GEMM (gemm.py)
+# Below this many multiply-adds a product runs as one single-threaded GEMM on the caller;
+# above, it is split by rows over the pool. Not measured on its own (the split itself was:
+# a 128x64 @ 64x2500 product took ~10 ms of CPU with OpenBLAS threading itself, 0.2 ms
+# with BLAS at one thread; see gemm.gemm).
+GEMM_SPLIT = 1 << 22
+
+# ------------------------------------------------------------------ convolution (conv.py)
+# im2col chunk: at most this many elements in one thread's (C*kh*kw, chunk*OH*OW) buffer.
+# Forward passes use a quarter of it (1 MB of float32 columns: they stay in L2 between
+# im2col and the GEMM; measured 5-8% faster inference on fitnet-1, fitnet-4, mnist-teacher
+# and wrn-10-2), backward passes the whole (faster there).
+CHUNK_ELEMS = 1 << 20
+
+# Thin layers (few output maps) run their GEMM as rows @ W^T (positions x patch times patch
+# x maps): OpenBLAS sgemm is up to 2.4x faster in that orientation when O is small (one
+# core, N=1024: O=32, K=288 179 against 93 GFLOP/s; O=16, K=144 151 against 62). With
+# im2row and the transpose back, 3x3 layers with O <= 32 gained 10-20%; wider ones, 1x1
+# convs and C = 1..3 inputs lost.
+ROWS_MAX_O, ROWS_MIN_C = 32, 8
+
+# Evaluation-mode maxout convs (conv2d_maxout_forward with channels_last) take the rows
+# orientation and return NHWC up to this many conv maps. Measured (2 threads, batch 128,
+# whole inference passes A/B in one process): fitnet-1 0.86x, fitnet-4 0.91x, mnist-teacher
+# and mnist-fitnet 0.91x the CNHW path's time; cifar-teacher's 384-map layers (K = 4800 and
+# 6144) were 3-9% slower in that orientation, so they keep CNHW.
+NHWC_MAX_O = 256
+
+# Forward GEMMs with a long reduction (K = C*kh*kw >= KSPLIT_MIN_K) over few positions
+# ran at 113-160 GFLOP/s per core with one sample per chunk (N = OH*OW = 81 .. 225 columns)
+# and at 175-181 with ~900 columns (cifar-teacher's 8x8 / 5x5 layers, one core). So
+# such layers take chunks of about KSPLIT_COLS columns, and their im2col is cut along
+# the input maps into blocks of at most KSPLIT_ELEMS elements (K = 1536, N = 900:
+# 181 GFLOP/s) whose products are summed.
+KSPLIT_MIN_K, KSPLIT_COLS, KSPLIT_ELEMS = 2048, 1024, 1 << 21
+# The same in the rows orientation ((M x K) @ (K x O), one core, O = 96): K = 3073 ran at
+# 143 GFLOP/s with M = 81 rows (one 9 x 9 sample) and 163 with 324; K = 1201 at 150 with
+# 81 and 191 with 576. Layers with K >= ROWS_LONG_K take chunks of >= ROWS_MIN_M rows
+# (buffers up to KSPLIT_ELEMS).
+ROWS_LONG_K, ROWS_MIN_M = 1024, 512
+
+# ------------------------------------------------------------------ FFT convolution (conv_fft.py)
+# Large kernels (>= 5x5) over many input maps go by FFT. Measured (batch 128, 2 threads,
+# maxout + pool fused, im2col vs FFT in one process): cifar-teacher's 8x8 layer (96 -> 384
+# maps, 16x16) 453 -> 173 ms, its 5x5 layer 135 -> 118, mnist-teacher's 8x8 layer 28 -> 18;
+# whole networks: cifar-teacher inference 0.49x, training step 0.87x; mnist-teacher 0.71x /
+# 0.86x. Max error 4-5e-7 of the largest output in float32 (the rounding level of the
+# GEMM's sums), no arg changed on these layers. With few input maps or few output
+# positions the transforms cost more than they save (mnist-teacher's 5x5 layer, 48 maps,
+# 6x6 outputs, prototype: 5.8 ms by im2col vs 7.2 by FFT).
+FFT_MIN_TAPS, FFT_MIN_C, FFT_MIN_P = 25, 32, 64
+# Samples per transform chunk: bounds the spectra's memory (evaluation passes use batches
+# of 500); 128 = the training batch, so a training step is one chunk.
+FFT_CHUNK = 128
+
+# ------------------------------------------------------------------ max pool (pool.py)
+# Pool windows of up to this many values are scanned with branch-free selects, vectorised
+# along an output row; larger ones one window at a time with a branch (then mostly
+# predictable: a later value is rarely a new maximum). Each order lost 1.2-1.4x on the
+# other's shapes (2 threads, 128 x 96 maps: 2/2 pool of 32 x 32 13.9 vs 14.9 ms, maxout +
+# 2/2 pool 7.9 vs 9.5; 4/2 of 10 x 10 2.2 vs 1.6, maxout + 8/1 of 8 x 8 1.3 vs 0.95).
+# Read at compile time (a Numba global).
+POOL_SELECT_MAX_TAPS = 4
