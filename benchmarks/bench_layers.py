@@ -19,6 +19,11 @@ Layouts: by default x and dy of a non-first layer are given in the CNHW memory l
 next layer, i.e. the in-network situation; ``--nchw`` gives them as C-contiguous NCHW
 (adds a transposing copy of dy on our side). Torch always gets contiguous NCHW tensors.
 
+Speed against the hardware: each layer's forward + backward is also given in GFLOP/s (the
+direct algorithm's FLOPs: 2 N O C k^2 OH OW for the forward, the same again for dW and for
+dx except in a first layer) and as a share of the machine's attainable peak, a large float32
+GEMM on the same threads measured in the same run (bench_models.sgemm_gflops).
+
 Timing: median of --repeats runs after --warmup runs, per layer, the minifit and torch
 runs interleaved (torch in a persistent worker process) so that both see the same load
 on a shared machine.
@@ -97,6 +102,13 @@ def make_inputs(path, seed=0):
         arrays[f"b{i}"] = rng.uniform(-0.05, 0.05, (u * p,)).astype(np.float32)
         arrays[f"dy{i}"] = rng.standard_normal((BATCH, u, oh, oh), dtype=np.float32)
     np.savez(path, **arrays)
+
+
+def layer_flops(c, u, p, k, pad, h, first):
+    """FLOPs of one layer's forward + backward (module docstring)."""
+    z = h + 2 * pad - k + 1
+    f = 2 * BATCH * u * p * c * k * k * z * z
+    return f * (2 if first else 3)
 
 
 def _clock(kind):
@@ -294,13 +306,15 @@ def main(argv=None):
 
     import numba
     from kernels import cpu as K
+    from bench_models import PEAK_N, sgemm_gflops
+    peak = sgemm_gflops()
     print(f"batch {BATCH}, float32, {a.threads} thread(s), {a.clock} clock (minifit threads {K.runtime.NT}, "
           f"numba {numba.__version__}, "
           f"numpy {np.__version__}" + (f", torch {tinfo['version']} {tinfo['capability']}" if tinfo else "") + ")")
     print(f"layout of x, dy given to minifit: {'NCHW' if a.nchw else 'CNHW (as produced in-network)'}; "
           f"median of {a.repeats} after {a.warmup} warm-up, the two sides interleaved")
     hdr = (f"{'layer':22s} {'in':>10s} {'maps':>5s} {'k':>2s} {'pool':>5s} {'minifit ms':>10s} "
-           f"{'torch ms':>9s} {'ratio':>6s} {'rel err y':>9s} {'grads':>8s}")
+           f"{'GFLOP/s':>7s} {'share':>5s} {'torch ms':>9s} {'ratio':>6s} {'rel err y':>9s} {'grads':>8s}")
     print(hdr)
     print("-" * len(hdr))
     ratios = []
@@ -310,6 +324,8 @@ def main(argv=None):
         t = ours[i] * 1e3
         line = (f"{name:22s} {f'{c}x{h}x{h}':>10s} {u * p:5d} {k:2d} "
                 f"{('-' if pool is None else f'{pool[0]}/{pool[1]}'):>5s} {t:10.2f}")
+        gf = layer_flops(c, u, p, k, pad, h, first) / ours[i] / 1e9
+        line += f" {gf:7.1f} {gf / peak:5.0%}"
         if theirs:
             tt = theirs[i] * 1e3
             r = t / tt
@@ -319,6 +335,9 @@ def main(argv=None):
                      rel_err(dx, touts[f"dx{i}"]) if dx is not None else 0.0)
             line += f" {tt:9.2f} {r:6.2f} {rel_err(y, touts[f'y{i}']):9.1e} {eg:8.1e}"
         print(line)
+    print(f"GFLOP/s: minifit's forward + backward, the direct algorithm's FLOPs (layer_flops); share: of the "
+          f"peak, a {PEAK_N}x{PEAK_N} float32 GEMM through numpy on the same threads, measured in this run: "
+          f"{peak:.1f} GFLOP/s")
     if ratios:
         g = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         print("-" * len(hdr))
