@@ -45,7 +45,8 @@ kernels.cuda composes them):
 Engine ops (ENGINE_API): the array math of minifit's functional ops, autograd, losses and
 optimizers outside the layer kernels (elementwise arithmetic with broadcasting, sums,
 matmul, softmax / cross-entropy, the KD and hint losses' values and gradients, batch-norm
-running statistics, optimizer updates, max-norm).
+running statistics, optimizer updates, max-norm). The updates take ``max_norm=None``: the
+max-norm constraint applied to the updated parameter (kernels.cpu does both in one pass).
 """
 from __future__ import annotations
 

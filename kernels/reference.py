@@ -259,3 +259,54 @@ def dropout_mask(shape, p, seed=None, dtype=np.float32):
     # float32 draws: twice as fast as float64 ones, and 2^-24 steps are fine for a probability
     keep = rng.random(shape, dtype=np.float32) >= np.float32(p)
     return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
+# --------------------------------------------------------------------------- optimizer updates
+# In place on p and its slots; minifit.optim's formulas. The CPU kernels (kernels/cpu/optim.py)
+# do the same arithmetic in one pass, with the max-norm constraint fused.
+def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """v <- mu v - lr (g + wd p); p <- p + v (Nesterov: p <- p + mu v - lr (g + wd p));
+    v None: p <- p - lr (g + wd p)."""
+    if weight_decay:
+        g = g + weight_decay * p
+    if v is None:
+        p -= lr * g
+        return p
+    v *= momentum
+    v -= lr * g
+    if nesterov:
+        p += momentum * v - lr * g
+    else:
+        p += v
+    return p
+
+
+def rmsprop_update(p, g, ms, lr, decay, eps):
+    """pylearn2's form: ms <- decay ms + (1 - decay) g^2; p <- p - lr g / max(sqrt(ms), eps)."""
+    ms *= decay
+    ms += (1 - decay) * g * g
+    p -= lr * g / np.maximum(np.sqrt(ms), eps)
+    return p
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
+    """m, v moving averages of g and g^2, bias-corrected at step t (1-based)."""
+    if weight_decay:
+        g = g + weight_decay * p
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    mhat = m / (1 - beta1 ** t)
+    vhat = v / (1 - beta2 ** t)
+    p -= lr * mhat / (np.sqrt(vhat) + eps)
+    return p
+
+
+def max_norm_(w, max_norm):
+    """In place: every slice w[i] rescaled to L2 norm <= max_norm (norms in float64)."""
+    axes = tuple(range(1, w.ndim))
+    norms = np.sqrt((w.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
+    scale = np.minimum(1.0, max_norm / np.maximum(norms, 1e-12))
+    w *= scale.astype(w.dtype)
+    return w

@@ -42,15 +42,15 @@ class Optimizer:
             if p.grad.shape != p.shape:
                 raise ValueError(f"{type(self).__name__}.step: gradient shape {p.grad.shape} "
                                  f"does not match parameter shape {p.shape}")
-            self._update(p, K.astype(p.grad, p.dtype), self.lr * p.lr_scale, slots)
-            p.apply_max_norm()
+            # the update kernels apply the max-norm constraint in the same pass (None: off)
+            self._update(p, K.astype(p.grad, p.dtype), self.lr * p.lr_scale, slots, p.max_norm)
 
     def _slot(self, slots, name, p):
         if name not in slots:
             slots[name] = K.zeros_like(p.data)
         return slots[name]
 
-    def _update(self, p, g, lr, slots):
+    def _update(self, p, g, lr, slots, max_norm):
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -87,9 +87,9 @@ class SGD(Optimizer):
         super().__init__(params, lr)
         self.momentum, self.nesterov, self.weight_decay = float(momentum), nesterov, float(weight_decay)
 
-    def _update(self, p, g, lr, slots):
+    def _update(self, p, g, lr, slots, max_norm):
         v = self._slot(slots, "v", p) if self.momentum or "v" in slots else None
-        K.sgd_update(p.data, g, v, lr, self.momentum, self.nesterov, self.weight_decay)
+        K.sgd_update(p.data, g, v, lr, self.momentum, self.nesterov, self.weight_decay, max_norm)
 
 
 class RMSProp(Optimizer):
@@ -102,8 +102,8 @@ class RMSProp(Optimizer):
         super().__init__(params, lr)
         self.decay, self.eps = float(decay), 1.0 / float(max_scaling)
 
-    def _update(self, p, g, lr, slots):
-        K.rmsprop_update(p.data, g, self._slot(slots, "mean_square", p), lr, self.decay, self.eps)
+    def _update(self, p, g, lr, slots, max_norm):
+        K.rmsprop_update(p.data, g, self._slot(slots, "mean_square", p), lr, self.decay, self.eps, max_norm)
 
 
 class Adam(Optimizer):
@@ -116,9 +116,10 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = map(float, betas)
         self.eps, self.weight_decay = eps, weight_decay
 
-    def _update(self, p, g, lr, slots):
+    def _update(self, p, g, lr, slots, max_norm):
         m, v = self._slot(slots, "m", p), self._slot(slots, "v", p)
-        K.adam_update(p.data, g, m, v, lr, self.beta1, self.beta2, self.eps, self.steps, self.weight_decay)
+        K.adam_update(p.data, g, m, v, lr, self.beta1, self.beta2, self.eps, self.steps, self.weight_decay,
+                      max_norm)
 
 
 def build(name: str, params, **kwargs) -> Optimizer:

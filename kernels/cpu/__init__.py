@@ -38,11 +38,11 @@ from .losses import (cross_entropy_backward, cross_entropy_forward, hint_loss_va
                      log_softmax, log_softmax_backward, softmax, softmax_backward)
 from .norm import (batch_norm_backward, batch_norm_eval_backward, batch_norm_forward, batch_norm_inference,
                    batch_norm_relu_forward, batch_norm_update_running)
-from .optim import adam_update, rmsprop_update, sgd_update
+from .optim import adam_update, max_norm_, rmsprop_update, sgd_update
 from .patches import col2im, im2col
 from .pool import (global_avg_pool_backward, global_avg_pool_forward, maxout_backward, maxout_forward,
                    maxout_pool_backward, maxout_pool_forward, maxpool2d_backward, maxpool2d_forward)
-from .reduce import max_norm_, reduce_sum, unbroadcast
+from .reduce import reduce_sum, unbroadcast
 from .runtime import MALLOC_TUNED
 
 __all__ = ["MALLOC_TUNED", "absolute", "adam_update", "add", "astype", "batch_norm_backward",

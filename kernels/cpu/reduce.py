@@ -1,5 +1,5 @@
 """Sums and norms of the engine (kernels.ENGINE_API), in NumPy: reduce_sum, the adjoint of
-broadcasting (unbroadcast), and the in-place max-norm constraint."""
+broadcasting (unbroadcast). (The max-norm constraint is in optim.py, fused with the updates.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -18,11 +18,3 @@ def unbroadcast(g, shape):
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     return g.sum(axis=axes, keepdims=True) if axes else g
 
-
-def max_norm_(w, max_norm):
-    """In place: every slice w[i] rescaled to L2 norm <= max_norm (norms in float64)."""
-    axes = tuple(range(1, w.ndim))
-    norms = np.sqrt((w.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
-    scale = np.minimum(1.0, max_norm / np.maximum(norms, 1e-12))
-    w *= scale.astype(w.dtype)
-    return w

@@ -10,6 +10,7 @@ import numpy as np
 from numba import cuda
 
 from ._common import flat, kernel, launch1d, need
+from .reduce import max_norm_
 
 
 @kernel
@@ -73,29 +74,37 @@ def _check(fname, p, **arrays):
     return np.dtype(p.dtype).type
 
 
-def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-    """In place on p (and the velocity v, or None for plain SGD)."""
+def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0, max_norm=None):
+    """In place on p (and the velocity v, or None for plain SGD); then max_norm_(p, max_norm)
+    unless None (a second kernel here; one pass on the CPU)."""
     T = _check("sgd_update", p, g=g, v=v)
     if p.size:
         pf = flat(p)
         launch1d(_sgd_k, p.size, pf, flat(g), pf if v is None else flat(v), T(lr), T(momentum),
                T(weight_decay), v is not None, bool(nesterov), bool(weight_decay))
-    return p
+    return _constrain(p, max_norm)
 
 
-def rmsprop_update(p, g, ms, lr, decay, eps):
-    """In place on p and the mean square ms."""
+def rmsprop_update(p, g, ms, lr, decay, eps, max_norm=None):
+    """In place on p and the mean square ms; then max_norm_(p, max_norm) unless None."""
     T = _check("rmsprop_update", p, g=g, ms=ms)
     if p.size:
         launch1d(_rmsprop_k, p.size, flat(p), flat(g), flat(ms), T(lr), T(decay), T(1 - decay), T(eps))
-    return p
+    return _constrain(p, max_norm)
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
-    """In place on p, m, v; ``t`` is the 1-based step count (bias correction)."""
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0, max_norm=None):
+    """In place on p, m, v; ``t`` is the 1-based step count (bias correction); then
+    max_norm_(p, max_norm) unless None."""
     T = _check("adam_update", p, g=g, m=m, v=v)
     if p.size:
         launch1d(_adam_k, p.size, flat(p), flat(g), flat(m), flat(v), T(lr), T(beta1), T(1 - beta1),
                T(beta2), T(1 - beta2), T(1 - beta1 ** t), T(1 - beta2 ** t), T(eps), T(weight_decay),
                bool(weight_decay))
+    return _constrain(p, max_norm)
+
+
+def _constrain(p, max_norm):
+    if max_norm is not None and p.size:
+        max_norm_(p, max_norm)
     return p
