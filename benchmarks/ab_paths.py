@@ -1,0 +1,90 @@
+"""A/B of one kernel path inside whole networks, in one process: a training step and an
+inference pass of each network under two settings of kernels/cpu/tuning.py, the two
+alternating call by call so both see the same machine load.
+
+  env -u OPENBLAS_CORETYPE python benchmarks/ab_paths.py --models fitnet-1,fitnet-4 \\
+      --b WINO_MIN_C=1000000 [--a NAME=VALUE ...] [--repeats 9]
+
+A setting is NAME=VALUE (VALUE a Python expression, e.g. 1<<30); --a defaults to the
+tuning as shipped. Prints per network the median times of A and B and B / A. Batch 128,
+float32, MINIFIT_NUM_THREADS (default 2); the step is forward, cross-entropy, backward and
+SGD (momentum, lr 0: the weights stay put, so both settings compute the same function).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("MINIFIT_NUM_THREADS", "2")
+
+
+def settings(pairs):
+    out = {}
+    for s in pairs or []:
+        name, _, val = s.partition("=")
+        out[name.strip()] = eval(val, {})   # noqa: S307 (a benchmark's own command line)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="mnist-fitnet,mnist-teacher,fitnet-1,fitnet-4,cifar-teacher,wrn-10-2")
+    ap.add_argument("--a", nargs="*", default=[], help="NAME=VALUE tuning settings of side A")
+    ap.add_argument("--b", nargs="*", default=[], help="NAME=VALUE tuning settings of side B")
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--kinds", default="train,infer")
+    a = ap.parse_args(argv)
+    from kernels.cpu import tuning
+    from minifit import functional as F
+    from minifit import optim
+    from minifit import random as mrandom
+    from minifit.models import build
+    from minifit.tensor import Tensor, no_grad
+    sa, sb = settings(a.a), settings(a.b)
+    for name in list(sa) + list(sb):
+        if not hasattr(tuning, name):
+            sys.exit(f"ab_paths: tuning has no {name}")
+    shipped = {k: getattr(tuning, k) for k in set(sa) | set(sb)}
+    print(f"A: {sa or 'as shipped'}   B: {sb or 'as shipped'}   threads {os.environ['MINIFIT_NUM_THREADS']}")
+    for name in a.models.split(","):
+        mrandom.manual_seed(0)
+        net = build(name)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((128,) + tuple(net.input_shape), dtype=np.float32)
+        y = rng.integers(0, net.num_classes, 128)
+        opt = optim.SGD(net.parameters(), lr=0.0, momentum=0.9)
+
+        def train():
+            net.train()
+            opt.zero_grad()
+            F.cross_entropy(net(Tensor(x)), y).backward()
+            opt.step()
+
+        def infer():
+            net.eval()
+            with no_grad():
+                net(Tensor(x))
+        for kind in a.kinds.split(","):
+            fn = train if kind == "train" else infer
+            times = {"A": [], "B": []}
+            for i in range(a.repeats + 1):
+                for side, st in (("A", sa), ("B", sb)):
+                    for k, v in shipped.items():
+                        setattr(tuning, k, st.get(k, v))
+                    t0 = time.perf_counter()
+                    fn()
+                    if i:   # the first round warms up (compiles, allocates)
+                        times[side].append(time.perf_counter() - t0)
+            for k, v in shipped.items():
+                setattr(tuning, k, v)
+            ma, mb = (float(np.median(times[s])) for s in "AB")
+            print(f"{name:14s} {kind:5s} A {ma * 1e3:8.1f} ms  B {mb * 1e3:8.1f} ms  B/A {mb / ma:5.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
