@@ -37,6 +37,9 @@ def main(argv=None):
     ap.add_argument("--b", nargs="*", default=[], help="NAME=VALUE tuning settings of side B")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--kinds", default="train,infer")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: the process's CPU time (all its threads): far less sensitive than wall "
+                         "time to other jobs on a shared machine, blind to idle waits")
     a = ap.parse_args(argv)
     from kernels.cpu import tuning
     from minifit import functional as F
@@ -45,11 +48,13 @@ def main(argv=None):
     from minifit.models import build
     from minifit.tensor import Tensor, no_grad
     sa, sb = settings(a.a), settings(a.b)
+    tick = time.process_time if a.clock == "cpu" else time.perf_counter
     for name in list(sa) + list(sb):
         if not hasattr(tuning, name):
             sys.exit(f"ab_paths: tuning has no {name}")
     shipped = {k: getattr(tuning, k) for k in set(sa) | set(sb)}
-    print(f"A: {sa or 'as shipped'}   B: {sb or 'as shipped'}   threads {os.environ['MINIFIT_NUM_THREADS']}")
+    print(f"A: {sa or 'as shipped'}   B: {sb or 'as shipped'}   threads {os.environ['MINIFIT_NUM_THREADS']}, "
+          f"{a.clock} clock")
     for name in a.models.split(","):
         mrandom.manual_seed(0)
         net = build(name)
@@ -75,10 +80,10 @@ def main(argv=None):
                 for side, st in (("A", sa), ("B", sb)):
                     for k, v in shipped.items():
                         setattr(tuning, k, st.get(k, v))
-                    t0 = time.perf_counter()
+                    t0 = tick()
                     fn()
                     if i:   # the first round warms up (compiles, allocates)
-                        times[side].append(time.perf_counter() - t0)
+                        times[side].append(tick() - t0)
             for k, v in shipped.items():
                 setattr(tuning, k, v)
             ma, mb = (float(np.median(times[s])) for s in "AB")
