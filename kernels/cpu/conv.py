@@ -17,11 +17,16 @@ Which path runs when (forward):
         NHWC_MAX_O, C >= ROWS_MIN_C  pool.mo_rows_k (vectorised selects)
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
         C >= 32, OH*OW >= 64                                                 with channels_last
+  conv2d_forward, conv2d_maxout_     small padded maps (conv_small.use_small: CNHW (also with
+  forward: stride 1, OH*OW >=        stride 1, output >= 1.6x the input's    channels_last)
+  1.6 H*W (not FFT, no pre)          positions): Wt @ x over the input's
+                                     positions, taps scattered to the output
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
 whole output in conv2d_forward). The backward is one path: im2col and two GEMMs per chunk
-(conv2d_backward's docstring).
+(conv2d_backward's docstring), except for small padded maps (use_small(..., backward=True):
+output >= 1.4x the input's positions), which gather dz instead (conv_small).
 Every threshold is in tuning.py with its measurement; every path is held to
 kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py).
 """
@@ -32,6 +37,7 @@ import numpy as np
 from ..shapes import Spec, check, check_pieces, conv_out, geometry, pool_out
 from . import runtime, tuning
 from .conv_fft import fft_conv_rows, use_fft
+from .conv_small import small_backward, small_chunks, use_small
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
 from .patches import chunk, col2im_k, im2col_k, im2row_k, no_pre
@@ -66,6 +72,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     p = oh * ow
     k = c * kh * kw
     kb = k + 1  # a row of ones under the columns: the dw GEMM also yields db
+    if use_small(h, wd, kh, kw, (sh, sw), (ph, pw), backward=True):   # small padded maps
+        return small_backward(as_cfirst(dy), x, w, (ph, pw), oh, ow, need_dx, untied_bias)
     dyc = as_cfirst(dy).reshape(o, n * p)
     xb, xcf = canon(x)
     w2t = np.ascontiguousarray(w.reshape(o, k)).T
@@ -152,7 +160,8 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         _conv_chunks(x, w, b, stride, pad, oh, ow, dt, add_residual, pre, True, rows_out=yr)
         return from_rows(yr, n, oh, ow)
     y = np.empty((o, n * p), dtype=dt)
-    rows = _use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x)
+    small = pre is None and use_small(d["H"], d["W"], d["kh"], d["kw"], stride, pad)
+    rows = not small and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x))
     res = y[:, :0] if residual is None else as_cfirst(residual).reshape(o, n * p)
 
     def store(z, n0):  # z (O, m, P), a view of the chunk's GEMM output
@@ -163,7 +172,10 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
             y[:, c0:c1] = z.reshape(o, -1)
         else:
             np.add(z.reshape(o, -1), res[:, c0:c1], out=y[:, c0:c1])
-    _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
+    if small:
+        small_chunks(x, w, b, pad, oh, ow, dt, store)
+    else:
+        _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
 
 
@@ -291,7 +303,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         yh, yw = oh, ow
         arg_dt = np.uint8
     fft = use_fft(d["C"], kh, kw, stride, oh, ow)
-    if fft or (channels_last and o <= tuning.NHWC_MAX_O and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
+    small = not fft and use_small(d["H"], d["W"], kh, kw, stride, pad)   # (CNHW reduction below)
+    if fft or (not small and channels_last and o <= tuning.NHWC_MAX_O and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
         # a position's pieces of all maps are contiguous runs: the maxout is then a
         # vectorised select
@@ -336,6 +349,9 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
             maxout_into_k(z, pieces, n0, y, arg)
         else:
             mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
-    _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
-                 rows=_use_rows(d["C"], o, kh, kw), contiguous=True)
+    if small:
+        small_chunks(x, w, None if bu is not None else b, pad, oh, ow, dt, reduce)
+    else:
+        _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
+                     rows=_use_rows(d["C"], o, kh, kw), contiguous=True)
     return (y.reshape(cy, n, yh, yw).swapaxes(0, 1), arg.reshape(cy, n, yh, yw).swapaxes(0, 1))
