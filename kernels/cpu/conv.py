@@ -24,9 +24,11 @@ Which path runs when (forward):
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
-whole output in conv2d_forward). The backward is one path: im2col and two GEMMs per chunk
-(conv2d_backward's docstring), except for small padded maps (use_small(..., backward=True):
-output >= 1.4x the input's positions), which gather dz instead (conv_small).
+whole output in conv2d_forward). The backward: im2col and two GEMMs per chunk
+(conv2d_backward's docstring); small padded maps (use_small(..., backward=True): output
+>= 1.4x the input's positions) gather dz instead (conv_small). conv2d_maxout_backward
+makes each chunk of dz from dy and the maxout (+ pool) arg (pool.mo_bwd_chunk_k) right
+before that chunk's GEMMs (measured: tuning.py, beside SMALL_MIN_M).
 Every threshold is in tuning.py with its measurement; every path is held to
 kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py).
 """
@@ -41,7 +43,7 @@ from .conv_small import small_backward, small_chunks, use_small
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
 from .patches import chunk, col2im_k, im2col_k, im2row_k, no_pre
-from .pool import maxout_into_k, mo_rows_k, mopool_into_k
+from .pool import maxout_backward, maxout_into_k, maxout_pool_backward, mo_bwd_chunk_k, mo_rows_k, mopool_into_k
 from .runtime import parallel, single_blas
 
 
@@ -69,12 +71,25 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     if (d["OH"], d["OW"]) != (oh, ow):
         raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
+    dyc = as_cfirst(dy)
+    return _conv_backward(lambda n0, m, _buf: dyc[:, n0:n0 + m], dyc, x, w, (sh, sw), (ph, pw), oh, ow, need_dx,
+                          untied_bias)
+
+
+def _conv_backward(dz_of, dyc, x, w, stride, pad, oh, ow, need_dx, untied_bias, dz_buf=False):
+    """conv2d_backward on checked arguments; chunk n0..n0+m-1 of dz (O, m, OH*OW) is
+    dz_of(n0, m, buf): a view of dy's CNHW buffer dyc, or (``dz_buf``) written into a
+    per-thread buffer buf (O, nb, OH*OW) by the fused maxout backward (dyc then None:
+    untied biases need the whole dz)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    (sh, sw), (ph, pw) = stride, pad
+    dt = x.dtype
     p = oh * ow
     k = c * kh * kw
     kb = k + 1  # a row of ones under the columns: the dw GEMM also yields db
     if use_small(h, wd, kh, kw, (sh, sw), (ph, pw), backward=True):   # small padded maps
-        return small_backward(as_cfirst(dy), x, w, (ph, pw), oh, ow, need_dx, untied_bias)
-    dyc = as_cfirst(dy).reshape(o, n * p)
+        return small_backward(dz_of, x, w, (ph, pw), oh, ow, need_dx, untied_bias, dyc, dz_buf)
     xb, xcf = canon(x)
     w2t = np.ascontiguousarray(w.reshape(o, k)).T
     nb = chunk(n, kb, p, runtime.GEMM_THREADS)
@@ -90,13 +105,14 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     def task(g, _w):
         cols = np.empty((kb, nb, p), dtype=dt)
         cols[k] = 1
+        buf = np.empty((o, nb, p), dtype=dt) if dz_buf else None
         tmp = None
         for i in range(chunks * g // groups, chunks * (g + 1) // groups):
             n0 = i * nb
             m = min(nb, n - n0)
             im2col_k(xb, xcf, n0, m, 0, c, kh, kw, sh, sw, ph, pw, oh, ow, cols, True, *no_pre(dt))
             c2 = cols.reshape(kb, nb * p)[:, :m * p]
-            dyk = dyc[:, n0 * p:(n0 + m) * p]
+            dyk = dz_of(n0, m, buf).reshape(o, m * p)
             # dw^T (kb, O) = cols @ dy^T: faster than dy @ cols^T for the small O of thin nets
             if acc[g] is None:
                 acc[g] = np.matmul(c2, dyk.T)
@@ -115,8 +131,45 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
         total = total + a
     dx = dxb.swapaxes(0, 1) if need_dx else None
     # untied: db (O, OH, OW) = dy summed over the samples (the tied db is its sum over positions)
-    db = dyc.reshape(o, n, p).sum(axis=1).reshape(o, oh, ow) if untied_bias else total[k].copy()
+    db = dyc.sum(axis=1).reshape(o, oh, ow) if untied_bias else total[k].copy()
     return dx, np.ascontiguousarray(total[:k].T).reshape(w.shape), db
+
+
+def conv2d_maxout_backward(dy, arg, x, w, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True,
+                           need_dx=True, untied_bias=False):
+    """The backward of conv2d_maxout_forward: conv2d_backward(dz, x, w, ...) of dz =
+    maxout_backward(dy, arg, pieces) (``pool`` None) or maxout_pool_backward(dy, arg,
+    z_shape, pieces), fused: each chunk of dz is written where the conv backward's GEMMs
+    read it, in cache (dz is never stored whole). dy, arg (N, O/pieces, YH, YW) -> (dx |
+    None, dw, db) as conv2d_backward's. Untied biases (whose db sums the whole dz) run the
+    composition."""
+    fn = "conv2d_maxout_backward"
+    d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, None, stride, pad)
+    n, o = d["N"], d["O"]
+    pieces = check_pieces(fn, pieces, o)
+    if pool is not None:
+        pkh, pkw, psh, psw, _, _ = geometry(fn, pool, pool if pool_stride is None else pool_stride)
+        yh, yw = pool_out(fn, oh, ow, pkh, pkw, psh, psw, ceil_mode)
+    else:
+        yh, yw = oh, ow
+    d2, _ = check(fn, [Spec("dy", dy, (n, o // pieces, yh, yw)), Spec("x", x, ("N", "C", "H", "W")),
+                       Spec("arg", arg, (n, o // pieces, yh, yw), "int")])
+    if untied_bias:
+        dz = maxout_backward(dy, arg, pieces) if pool is None else \
+            maxout_pool_backward(dy, arg, (n, o, oh, ow), pieces)
+        return conv2d_backward(dz, x, w, stride, pad, need_dx, True)
+    arg = arg.astype(np.int32 if pool is not None else np.uint8, copy=False)
+    if pool is not None and arg.size and (arg.min() < 0 or arg.max() >= pieces * oh * ow):  # unchecked scatter
+        raise ValueError(f"{fn}: arg holds indices outside [0, {pieces * oh * ow}) for the conv output "
+                         f"{(n, o, oh, ow)}: not the arg of a forward on that shape")
+    gb, ab = as_cfirst(dy), as_cfirst(arg)
+    usepool = pool is not None
+
+    def dz_of(n0, m, buf):
+        z = buf[:, :m]
+        mo_bwd_chunk_k(gb, ab, pieces, usepool, oh * ow, n0, z)
+        return z
+    return _conv_backward(dz_of, None, x, w, stride, pad, oh, ow, need_dx, False, dz_buf=True)
 
 
 # ------------------------------------------------------------------ the forward GEMMs

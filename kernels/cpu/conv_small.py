@@ -199,14 +199,16 @@ def small_chunks(x, w, b, pad, oh, ow, dt, consume):
         parallel(task, -(-n // nb), runtime.GEMM_THREADS)
 
 
-def small_backward(dyc, x, w, pad, oh, ow, need_dx, untied_bias=False):
-    """conv2d_backward by the transposed formulation: dyc the CNHW buffer (O, N, OH*OW) of
-    dy -> (dx (CNHW layout) | None, dw, db): db (O,) = dy summed over samples and
-    positions, or with ``untied_bias`` (O, OH, OW) = dy summed over the samples."""
+def small_backward(dz_of, x, w, pad, oh, ow, need_dx, untied_bias, dyc, dz_buf=False):
+    """conv2d_backward by the transposed formulation -> (dx (CNHW layout) | None, dw, db):
+    db (O,) = dy summed over samples and positions, or with ``untied_bias`` (O, OH, OW) =
+    dy summed over the samples. Chunk n0..n0+m-1 of dy (O, m, OH*OW) is dz_of(n0, m, buf)
+    (as conv._conv_backward's); dyc, dy's CNHW buffer (O, N, OH*OW), or None (then db is
+    summed chunk by chunk, in the dw order)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     ph, pw = pad
-    dt = dyc.dtype
+    dt = x.dtype
     hw, p = h * wd, oh * ow
     ok = o * kh * kw
     xb = _x_buf(x)
@@ -218,9 +220,11 @@ def small_backward(dyc, x, w, pad, oh, ow, need_dx, untied_bias=False):
     chunks = -(-n // nb)
     groups = min(runtime.GEMM_THREADS, chunks)
     acc = [None] * groups
+    dbs = [None] * groups
 
     def task(gi, _w):
         gb = np.empty(ok * hw * nb, dtype=dt)
+        buf = np.empty((o, nb, p), dtype=dt) if dz_buf else None
         xtb = np.empty(c * hw * nb, dtype=dt)
         dtb = np.empty(c * hw * nb, dtype=dt) if need_dx else None
         tmp = None
@@ -228,7 +232,11 @@ def small_backward(dyc, x, w, pad, oh, ow, need_dx, untied_bias=False):
             n0 = i * nb
             m = min(nb, n - n0)
             g = gb[:ok * hw * m].reshape(ok, hw * m)
-            gather_k(dyc, n0, kh, kw, ph, pw, h, wd, oh, ow, g.reshape(ok, hw, m))
+            dz = dz_of(n0, m, buf)
+            gather_k(dz, 0, kh, kw, ph, pw, h, wd, oh, ow, g.reshape(ok, hw, m))
+            if dyc is None:   # the tied db, summed per chunk (in the fixed order of dw)
+                s = dz.reshape(o, m * p).sum(axis=1)
+                dbs[gi] = s if dbs[gi] is None else dbs[gi] + s
             xt = xtb[:c * hw * m].reshape(c, hw, m)
             x_cols_k(xb, n0, xt)
             xk = xt.reshape(c, hw * m)
@@ -249,6 +257,11 @@ def small_backward(dyc, x, w, pad, oh, ow, need_dx, untied_bias=False):
     for a in acc[1:]:
         total = total + a
     dw = np.ascontiguousarray(total.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
-    db = dyc.sum(axis=1).reshape(o, oh, ow) if untied_bias else dyc.reshape(o, n * p).sum(axis=1)
+    if dyc is None:
+        db = dbs[0]
+        for s in dbs[1:]:
+            db = db + s
+    else:
+        db = dyc.sum(axis=1).reshape(o, oh, ow) if untied_bias else dyc.reshape(o, n * p).sum(axis=1)
     dx = dxb.reshape(c, n, h, wd).swapaxes(0, 1) if need_dx else None
     return dx, dw, db

@@ -111,3 +111,10 @@ SMALL_FWD_MIN_GROWTH, SMALL_BWD_MIN_GROWTH = 1.6, 1.4
 # chunk): the scatter / gather copy runs of one value per sample. mnist-fitnet h2's
 # forward with L2-sized chunks (3 samples) took 2.1x the old path's time, with 16 1.0x.
 SMALL_MIN_M = 16
+
+# conv2d_maxout_backward always fuses (no threshold): each chunk of dz is made from dy and
+# the arg right before its GEMMs instead of by a whole-batch maxout(_pool)_backward first.
+# Measured 2026-12-03, AMD EPYC 2 cores (shared, load 4.5-6), batch 128, float32, 2
+# threads, process CPU time, medians of 11 interleaved calls, fused / composition, per
+# mnist-fitnet layer (h0: no dx): h0 0.88, h1 0.99, h2 0.96, h3 0.92, h4 0.81, h5 0.92;
+# the whole mnist-fitnet training step (21 calls) 0.93 (CPU time) and 0.94 (wall).
