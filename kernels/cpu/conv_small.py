@@ -5,11 +5,13 @@ mostly zeros from the padding and its GEMMs multiply them. Swapping the roles of
 output skips them: the multiply-adds fall from N*OH*OW*O*C*kh*kw to N*H*W*O*C*kh*kw
 (h4: a quarter).
 
-  forward   T = Wt @ X            Wt (O*kh*kw, C) = w as (o, i, j) x c;  X (C, m*H*W)
-            z[o, n, h-i+ph, w-j+pw] += T[(o, i, j), (n, h, w)]   (scatter_k; + b)
-  backward  G = gather(dz)        G[(o, i, j), (n, h, w)] = dz[o, n, h-i+ph, w-j+pw]
+  forward   T = Wt @ X            Wt (O*kh*kw, C) = w as (o, i, j) x c;  X (C, H*W*m)
+            z[o, n, h-i+ph, w-j+pw] += T[(o, i, j), (h, w, n)]   (scatter_k; + b)
+  backward  G = gather(dz)        G[(o, i, j), (h, w, n)] = dz[o, n, h-i+ph, w-j+pw]
                                   (0 outside the output; gather_k)
-            dW^T (O*kh*kw, C) += G @ X^T ;  dX (C, m*H*W) = Wt^T @ G ;  db = sum dz
+            dW^T (O*kh*kw, C) += G @ X^T ;  dX (C, H*W*m) = Wt^T @ G ;  db = sum dz
+(m samples per chunk, innermost in the columns: x_cols_k / dx_out_k move x and dx
+between that order and CNHW.)
 
 Per chunk of samples on the thread pool, as conv.py's GEMM paths; dw summed in a fixed
 order (group g adds its contiguous run of chunks, then the groups in order), so two equal
@@ -25,6 +27,7 @@ from . import runtime, tuning
 from .layouts import U
 from .patches import chunk
 from .runtime import kern, parallel, single_blas
+
 
 def use_small(h, w, kh, kw, stride, pad, backward=False):
     """The one rule: True where the transposed formulation runs (the forward, or with
