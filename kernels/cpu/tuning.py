@@ -106,6 +106,9 @@ POOL_SELECT_MAX_TAPS = 4
 #   (ranges: over SMALL_MIN_M = 1..64.) So the forward takes it from growth 1.6 (between
 # the even 1.44 and the winning 1.78), the backward from 1.4 (the smallest winning growth
 # measured, rounded down; 1.0 loses).
+# Whole mnist-fitnet (h2's backward and h4 take the path; benchmarks/ab_small.py --what
+# small, 2 threads, 21 interleaved calls): training step 0.90-0.93 (wall and CPU time, three
+# runs), inference 0.89-1.07 (noise level; only h4's forward changes).
 SMALL_FWD_MIN_GROWTH, SMALL_BWD_MIN_GROWTH = 1.6, 1.4
 # Samples per chunk of that path: at least this many (where each thread still gets a
 # chunk): the scatter / gather copy runs of one value per sample. mnist-fitnet h2's
@@ -117,4 +120,7 @@ SMALL_MIN_M = 16
 # Measured 2026-12-03, AMD EPYC 2 cores (shared, load 4.5-6), batch 128, float32, 2
 # threads, process CPU time, medians of 11 interleaved calls, fused / composition, per
 # mnist-fitnet layer (h0: no dx): h0 0.88, h1 0.99, h2 0.96, h3 0.92, h4 0.81, h5 0.92;
-# the whole mnist-fitnet training step (21 calls) 0.93 (CPU time) and 0.94 (wall).
+# the whole mnist-fitnet training step (21 calls) 0.93 (CPU time) and 0.94 (wall). Again
+# at load 2.5-3 (benchmarks/ab_small.py --what fused --repeats 21): layer steps h1..h5
+# 1.01 0.84 0.93 0.89 0.97 (wall) / 0.95 1.00 0.91 0.97 0.94 (CPU); training step 0.90
+# (wall) / 0.97 (CPU), once 1.00 (wall, load < 1); never measurably slower.
