@@ -31,12 +31,15 @@ Layer kernels (_API; kernels.reference has each):
   relu_forward(x) -> y;  relu_backward(dy, y) -> dx
   dropout_mask(shape, p, seed, dtype, like=None) -> mask with entries 0 or 1/(1-p)
 
-Fused forwards (FUSED_API: the values of the composition; kernels.cpu fuses them,
+Fused kernels (FUSED_API: the values of the composition; kernels.cpu fuses them,
 kernels.cuda composes them):
   conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool, pool_stride, ceil_mode,
                         channels_last) -> (y, arg)   conv2d_forward, then maxout_forward
                         (pool None) or maxout_pool_forward; channels_last: the caller
                         runs no backward, the kernel may return its fastest layout
+  conv2d_maxout_backward(dy, arg, x, w, stride, pad, pieces, pool, pool_stride, ceil_mode,
+                         need_dx, untied_bias) -> (dx | None, dw, db)   conv2d_backward of
+                        maxout_backward(dy, arg) (pool None) or maxout_pool_backward
   bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b, stride, pad,
                          residual=None) -> y   conv2d_forward(relu(batch_norm_inference(x)))
                                                (+ residual)
@@ -63,7 +66,7 @@ _API = (
     "relu_forward", "relu_backward", "dropout_mask",
 )
 
-FUSED_API = ("conv2d_maxout_forward", "bn_relu_conv2d_forward", "batch_norm_relu_forward")
+FUSED_API = ("conv2d_maxout_forward", "conv2d_maxout_backward", "bn_relu_conv2d_forward", "batch_norm_relu_forward")
 
 ENGINE_API = (
     "add", "sub", "mul", "div", "neg", "absolute", "sign", "exp", "log",

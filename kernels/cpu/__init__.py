@@ -15,9 +15,11 @@ Layout of the package (read in this order):
   layouts      NCHW / CNHW / NHWC buffers and the moves between them
   patches      im2col, col2im, im2row (the convolutions' patch copies)
   conv         conv2d_forward / conv2d_backward side by side, the GEMM driver, the fused
-               forwards (bn_relu_conv2d_forward, conv2d_maxout_forward); "which path
-               runs when" in its docstring
+               forwards (bn_relu_conv2d_forward, conv2d_maxout_forward) and
+               conv2d_maxout_backward; "which path runs when" in its docstring
   conv_fft     the FFT convolution of large kernels
+  conv_small   small padded maps (output larger than the input) by the transposed
+               formulation
   pool         maxout, max pool, fused maxout + pool, global average pool, the reductions
                of conv2d_maxout_forward; "which path runs when" in its docstring
   norm         batch norm (training, fused with ReLU, evaluation, running statistics)
@@ -29,7 +31,8 @@ Layout of the package (read in this order):
 """
 from __future__ import annotations
 
-from .conv import bn_relu_conv2d_forward, conv2d_backward, conv2d_forward, conv2d_maxout_forward
+from .conv import (bn_relu_conv2d_forward, conv2d_backward, conv2d_forward, conv2d_maxout_backward,
+                   conv2d_maxout_forward)
 from .dense import gemm, linear_forward, matmul
 from .elementwise import (absolute, add, astype, broadcast_to, div, dropout_mask, exp, log, mul, neg, relu_backward,
                           relu_forward, sign, sub, zeros_like)
@@ -48,7 +51,7 @@ from .runtime import MALLOC_TUNED
 __all__ = ["MALLOC_TUNED", "absolute", "adam_update", "add", "astype", "batch_norm_backward",
            "batch_norm_eval_backward", "batch_norm_forward", "batch_norm_inference", "batch_norm_relu_forward", "batch_norm_update_running",
            "bn_relu_conv2d_forward", "broadcast_to", "col2im", "conv2d_backward", "conv2d_forward",
-           "conv2d_maxout_forward", "cross_entropy_backward", "cross_entropy_forward", "div", "dropout_mask", "exp",
+           "conv2d_maxout_backward", "conv2d_maxout_forward", "cross_entropy_backward", "cross_entropy_forward", "div", "dropout_mask", "exp",
            "gemm", "global_avg_pool_backward", "global_avg_pool_forward", "hint_loss_value_and_grad", "im2col",
            "kd_loss_value_and_grad", "linear_forward", "log", "log_softmax", "log_softmax_backward", "matmul",
            "max_norm_", "maxout_backward", "maxout_forward", "maxout_pool_backward", "maxout_pool_forward",

@@ -17,11 +17,18 @@ Which path runs when (forward):
         NHWC_MAX_O, C >= ROWS_MIN_C  pool.mo_rows_k (vectorised selects)
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
         C >= 32, OH*OW >= 64                                                 with channels_last
+  conv2d_forward, conv2d_maxout_     small padded maps (conv_small.use_small: CNHW (also with
+  forward: stride 1, OH*OW >=        stride 1, output >= 1.6x the input's    channels_last)
+  1.6 H*W (not FFT, no pre)          positions): Wt @ x over the input's
+                                     positions, taps scattered to the output
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
-whole output in conv2d_forward). The backward is one path: im2col and two GEMMs per chunk
-(conv2d_backward's docstring).
+whole output in conv2d_forward). The backward: im2col and two GEMMs per chunk
+(conv2d_backward's docstring); small padded maps (use_small(..., backward=True): output
+>= 1.4x the input's positions) gather dz instead (conv_small). conv2d_maxout_backward
+makes each chunk of dz from dy and the maxout (+ pool) arg (pool.mo_bwd_chunk_k) right
+before that chunk's GEMMs (measured: tuning.py, beside SMALL_MIN_M).
 Every threshold is in tuning.py with its measurement; every path is held to
 kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py).
 """
@@ -32,10 +39,11 @@ import numpy as np
 from ..shapes import Spec, check, check_pieces, conv_out, geometry, pool_out
 from . import runtime, tuning
 from .conv_fft import fft_conv_rows, use_fft
+from .conv_small import small_backward, small_chunks, use_small
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
 from .patches import chunk, col2im_k, im2col_k, im2row_k, no_pre
-from .pool import maxout_into_k, mo_rows_k, mopool_into_k
+from .pool import maxout_backward, maxout_into_k, maxout_pool_backward, mo_bwd_chunk_k, mo_rows_k, mopool_into_k
 from .runtime import parallel, single_blas
 
 
@@ -63,10 +71,25 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     if (d["OH"], d["OW"]) != (oh, ow):
         raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
+    dyc = as_cfirst(dy)
+    return _conv_backward(lambda n0, m, _buf: dyc[:, n0:n0 + m], dyc, x, w, (sh, sw), (ph, pw), oh, ow, need_dx,
+                          untied_bias)
+
+
+def _conv_backward(dz_of, dyc, x, w, stride, pad, oh, ow, need_dx, untied_bias, dz_buf=False):
+    """conv2d_backward on checked arguments; chunk n0..n0+m-1 of dz (O, m, OH*OW) is
+    dz_of(n0, m, buf): a view of dy's CNHW buffer dyc, or (``dz_buf``) written into a
+    per-thread buffer buf (O, nb, OH*OW) by the fused maxout backward (dyc then None:
+    untied biases need the whole dz)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    (sh, sw), (ph, pw) = stride, pad
+    dt = x.dtype
     p = oh * ow
     k = c * kh * kw
     kb = k + 1  # a row of ones under the columns: the dw GEMM also yields db
-    dyc = as_cfirst(dy).reshape(o, n * p)
+    if use_small(h, wd, kh, kw, (sh, sw), (ph, pw), backward=True):   # small padded maps
+        return small_backward(dz_of, x, w, (ph, pw), oh, ow, need_dx, untied_bias, dyc, dz_buf)
     xb, xcf = canon(x)
     w2t = np.ascontiguousarray(w.reshape(o, k)).T
     nb = chunk(n, kb, p, runtime.GEMM_THREADS)
@@ -82,13 +105,14 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     def task(g, _w):
         cols = np.empty((kb, nb, p), dtype=dt)
         cols[k] = 1
+        buf = np.empty((o, nb, p), dtype=dt) if dz_buf else None
         tmp = None
         for i in range(chunks * g // groups, chunks * (g + 1) // groups):
             n0 = i * nb
             m = min(nb, n - n0)
             im2col_k(xb, xcf, n0, m, 0, c, kh, kw, sh, sw, ph, pw, oh, ow, cols, True, *no_pre(dt))
             c2 = cols.reshape(kb, nb * p)[:, :m * p]
-            dyk = dyc[:, n0 * p:(n0 + m) * p]
+            dyk = dz_of(n0, m, buf).reshape(o, m * p)
             # dw^T (kb, O) = cols @ dy^T: faster than dy @ cols^T for the small O of thin nets
             if acc[g] is None:
                 acc[g] = np.matmul(c2, dyk.T)
@@ -107,8 +131,45 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
         total = total + a
     dx = dxb.swapaxes(0, 1) if need_dx else None
     # untied: db (O, OH, OW) = dy summed over the samples (the tied db is its sum over positions)
-    db = dyc.reshape(o, n, p).sum(axis=1).reshape(o, oh, ow) if untied_bias else total[k].copy()
+    db = dyc.sum(axis=1).reshape(o, oh, ow) if untied_bias else total[k].copy()
     return dx, np.ascontiguousarray(total[:k].T).reshape(w.shape), db
+
+
+def conv2d_maxout_backward(dy, arg, x, w, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True,
+                           need_dx=True, untied_bias=False):
+    """The backward of conv2d_maxout_forward: conv2d_backward(dz, x, w, ...) of dz =
+    maxout_backward(dy, arg, pieces) (``pool`` None) or maxout_pool_backward(dy, arg,
+    z_shape, pieces), fused: each chunk of dz is written where the conv backward's GEMMs
+    read it, in cache (dz is never stored whole). dy, arg (N, O/pieces, YH, YW) -> (dx |
+    None, dw, db) as conv2d_backward's. Untied biases (whose db sums the whole dz) run the
+    composition."""
+    fn = "conv2d_maxout_backward"
+    d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, None, stride, pad)
+    n, o = d["N"], d["O"]
+    pieces = check_pieces(fn, pieces, o)
+    if pool is not None:
+        pkh, pkw, psh, psw, _, _ = geometry(fn, pool, pool if pool_stride is None else pool_stride)
+        yh, yw = pool_out(fn, oh, ow, pkh, pkw, psh, psw, ceil_mode)
+    else:
+        yh, yw = oh, ow
+    d2, _ = check(fn, [Spec("dy", dy, (n, o // pieces, yh, yw)), Spec("x", x, ("N", "C", "H", "W")),
+                       Spec("arg", arg, (n, o // pieces, yh, yw), "int")])
+    if untied_bias:
+        dz = maxout_backward(dy, arg, pieces) if pool is None else \
+            maxout_pool_backward(dy, arg, (n, o, oh, ow), pieces)
+        return conv2d_backward(dz, x, w, stride, pad, need_dx, True)
+    arg = arg.astype(np.int32 if pool is not None else np.uint8, copy=False)
+    if pool is not None and arg.size and (arg.min() < 0 or arg.max() >= pieces * oh * ow):  # unchecked scatter
+        raise ValueError(f"{fn}: arg holds indices outside [0, {pieces * oh * ow}) for the conv output "
+                         f"{(n, o, oh, ow)}: not the arg of a forward on that shape")
+    gb, ab = as_cfirst(dy), as_cfirst(arg)
+    usepool = pool is not None
+
+    def dz_of(n0, m, buf):
+        z = buf[:, :m]
+        mo_bwd_chunk_k(gb, ab, pieces, usepool, oh * ow, n0, z)
+        return z
+    return _conv_backward(dz_of, None, x, w, stride, pad, oh, ow, need_dx, False, dz_buf=True)
 
 
 # ------------------------------------------------------------------ the forward GEMMs
@@ -152,7 +213,8 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         _conv_chunks(x, w, b, stride, pad, oh, ow, dt, add_residual, pre, True, rows_out=yr)
         return from_rows(yr, n, oh, ow)
     y = np.empty((o, n * p), dtype=dt)
-    rows = _use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x)
+    small = pre is None and use_small(d["H"], d["W"], d["kh"], d["kw"], stride, pad)
+    rows = not small and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x))
     res = y[:, :0] if residual is None else as_cfirst(residual).reshape(o, n * p)
 
     def store(z, n0):  # z (O, m, P), a view of the chunk's GEMM output
@@ -163,7 +225,10 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
             y[:, c0:c1] = z.reshape(o, -1)
         else:
             np.add(z.reshape(o, -1), res[:, c0:c1], out=y[:, c0:c1])
-    _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
+    if small:
+        small_chunks(x, w, b, pad, oh, ow, dt, store)
+    else:
+        _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
 
 
@@ -291,7 +356,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         yh, yw = oh, ow
         arg_dt = np.uint8
     fft = use_fft(d["C"], kh, kw, stride, oh, ow)
-    if fft or (channels_last and o <= tuning.NHWC_MAX_O and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
+    small = not fft and use_small(d["H"], d["W"], kh, kw, stride, pad)   # (CNHW reduction below)
+    if fft or (not small and channels_last and o <= tuning.NHWC_MAX_O and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
         # a position's pieces of all maps are contiguous runs: the maxout is then a
         # vectorised select
@@ -336,6 +402,9 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
             maxout_into_k(z, pieces, n0, y, arg)
         else:
             mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
-    _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
-                 rows=_use_rows(d["C"], o, kh, kw), contiguous=True)
+    if small:
+        small_chunks(x, w, None if bu is not None else b, pad, oh, ow, dt, reduce)
+    else:
+        _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
+                     rows=_use_rows(d["C"], o, kh, kw), contiguous=True)
     return (y.reshape(cy, n, yh, yw).swapaxes(0, 1), arg.reshape(cy, n, yh, yw).swapaxes(0, 1))

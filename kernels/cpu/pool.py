@@ -23,6 +23,8 @@ Which path runs when:
     (channels_last, FFT)                                  piece-major -> NHWC    the maps
   *_backward                           _maxout_bwd_k,     any -> CNHW dx         gather /
                                        _pool_scatter_k                           scatter-add
+  conv2d_maxout_backward (conv.py)     mo_bwd_chunk_k     dy, arg -> a chunk     as the two
+                                                          of dz (in cache)       above
   _pool_scratch: windows of <= tuning.POOL_SELECT_MAX_TAPS values by selects along an
   output row (_pool_small), larger ones one window at a time (_pool_windows).
 
@@ -312,6 +314,35 @@ def maxout_pool_backward(dy, arg, x_shape, pieces):
     fn = "maxout_pool_backward"
     xs = shape4(fn, "x_shape", x_shape)
     return _pool_bwd(fn, dy, arg, xs, check_pieces(fn, pieces, xs[1]))
+
+
+# ------------------------------------------------------------------ the backward of conv.conv2d_maxout_backward
+@kern
+def mo_bwd_chunk_k(gb, ab, pieces, pool, HW, n0, dz):
+    """dz (C*pieces, m, HW) = the maxout backward (``pool`` False: arg the piece index) or
+    the maxout + max pool backward (arg (piece * H + h) * W + w) of samples n0..n0+m-1 of
+    the CNHW buffers gb, ab (C, N, M) of dy and arg: one chunk of what _maxout_bwd_k /
+    _pool_scatter_k write for the whole batch, the same sums in the same order, into a
+    buffer the conv backward's GEMMs then read while it is in cache."""
+    C = gb.shape[0]
+    M = gb.shape[2]
+    m = dz.shape[1]
+    for c in range(C):
+        for n in range(m):
+            g = gb[c, n0 + n]
+            a = ab[c, n0 + n]
+            if not pool:
+                for q in range(pieces):
+                    dq = dz[c * pieces + q, n]
+                    for e in range(M):
+                        dq[e] = g[e] if a[e] == q else 0
+            else:
+                for q in range(pieces):
+                    dz[c * pieces + q, n, :] = 0
+                for e in range(M):
+                    idx = a[e]
+                    q = idx // HW
+                    dz[c * pieces + q, n, idx - q * HW] += g[e]
 
 
 # ------------------------------------------------------------------ reductions of conv2d_maxout_forward

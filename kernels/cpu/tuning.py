@@ -99,3 +99,39 @@ FFT_CHUNK = 128
 # 2/2 pool 7.9 vs 9.5; 4/2 of 10 x 10 2.2 vs 1.6, maxout + 8/1 of 8 x 8 1.3 vs 0.95).
 # Read at compile time (a Numba global).
 POOL_SELECT_MAX_TAPS = 4
+
+# ------------------------------------------------------------------ small padded maps (conv_small.py)
+# Stride-1 convolutions whose output has at least this many times as many positions as the
+# input (OH*OW >= growth * H*W: padding wider than the kernel's reach, small maps) run by
+# the transposed formulation (conv_small: GEMMs over the input's positions, then a scatter
+# of the taps; the backward gathers dz). Measured 2026-12-03, AMD EPYC 2 cores (shared,
+# load 4-6), batch 128, float32, one thread, CPU time of the call, medians of 9 interleaved
+# runs, new / old (im2col or im2row GEMMs) per direction, forward = conv2d_forward,
+# backward = conv2d_backward with dx:
+#   growth 4.00  mnist-fitnet h4   16 -> 48 maps, 4x4, 3x3 pad 3     fwd 0.47-0.52  bwd 0.36-0.42
+#   growth 2.25  mnist-teacher h2  48 -> 96 maps, 4x4, 5x5 pad 3     fwd 0.35-0.50  bwd 0.35-0.37
+#   growth 1.78  16 -> 32 maps, 6x6, 3x3 pad 2                       fwd 0.64-0.81  bwd 0.56-0.66
+#   growth 1.44  mnist-fitnet h2   16 -> 32 maps, 10x10, 5x5 pad 3   fwd 0.99-1.33  bwd 0.78-0.96
+#   growth 1.00  32 -> 64 maps, 8x8, 3x3 pad 1                       fwd 1.29-1.70  bwd 1.12-1.24
+#   growth 0.81  mnist-teacher h1  48 -> 96 maps, 10x10, 8x8 pad 3   fwd 2.8        bwd 2.3 (2 threads)
+#   (ranges: over SMALL_MIN_M = 1..64.) So the forward takes it from growth 1.6 (between
+# the even 1.44 and the winning 1.78), the backward from 1.4 (the smallest winning growth
+# measured, rounded down; 1.0 loses).
+# Whole mnist-fitnet (h2's backward and h4 take the path; benchmarks/ab_small.py --what
+# small, 2 threads, 21 interleaved calls): training step 0.90-0.93 (wall and CPU time, three
+# runs), inference 0.89-1.07 (noise level; only h4's forward changes).
+SMALL_FWD_MIN_GROWTH, SMALL_BWD_MIN_GROWTH = 1.6, 1.4
+# Samples per chunk of that path: at least this many (where each thread still gets a
+# chunk): the scatter / gather copy runs of one value per sample. mnist-fitnet h2's
+# forward with L2-sized chunks (3 samples) took 2.1x the old path's time, with 16 1.0x.
+SMALL_MIN_M = 16
+
+# conv2d_maxout_backward always fuses (no threshold): each chunk of dz is made from dy and
+# the arg right before its GEMMs instead of by a whole-batch maxout(_pool)_backward first.
+# Measured 2026-12-03, AMD EPYC 2 cores (shared, load 4.5-6), batch 128, float32, 2
+# threads, process CPU time, medians of 11 interleaved calls, fused / composition, per
+# mnist-fitnet layer (h0: no dx): h0 0.88, h1 0.99, h2 0.96, h3 0.92, h4 0.81, h5 0.92;
+# the whole mnist-fitnet training step (21 calls) 0.93 (CPU time) and 0.94 (wall). Again
+# at load 2.5-3 (benchmarks/ab_small.py --what fused --repeats 21): layer steps h1..h5
+# 1.01 0.84 0.93 0.89 0.97 (wall) / 0.95 1.00 0.91 0.97 0.94 (CPU); training step 0.90
+# (wall) / 0.97 (CPU), once 1.00 (wall, load < 1); never measurably slower.

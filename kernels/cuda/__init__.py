@@ -42,7 +42,7 @@ _WHERE = {
     "batch_norm_forward": "norm", "batch_norm_backward": "norm", "batch_norm_inference": "norm",
     "relu_forward": "elementwise", "relu_backward": "elementwise", "dropout_mask": "elementwise",
     # kernels.FUSED_API
-    "conv2d_maxout_forward": "fused", "bn_relu_conv2d_forward": "fused", "batch_norm_relu_forward": "fused",
+    "conv2d_maxout_forward": "fused", "conv2d_maxout_backward": "fused", "bn_relu_conv2d_forward": "fused", "batch_norm_relu_forward": "fused",
     # kernels.ENGINE_API
     "add": "elementwise", "sub": "elementwise", "mul": "elementwise", "div": "elementwise",
     "neg": "elementwise", "absolute": "elementwise", "sign": "elementwise",

@@ -1,12 +1,13 @@
-"""The fused forwards of kernels.FUSED_API on the GPU, as compositions of the CUDA kernels
+"""The fused kernels of kernels.FUSED_API on the GPU, as compositions of the CUDA kernels
 (kernels.cpu fuses them; no fused CUDA kernel is written yet). Same values as the CPU's;
 results are C-contiguous (``channels_last`` is accepted and changes nothing here)."""
 from __future__ import annotations
 
+from ..shapes import pair
 from .elementwise import add, relu_forward
-from .gemm import conv2d_forward
+from .gemm import conv2d_backward, conv2d_forward
 from .norm import batch_norm_forward, batch_norm_inference
-from .pool import maxout_forward, maxout_pool_forward
+from .pool import maxout_backward, maxout_forward, maxout_pool_backward, maxout_pool_forward
 
 
 def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True,
@@ -16,6 +17,20 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     if pool is None:
         return maxout_forward(z, pieces)
     return maxout_pool_forward(z, pieces, pool, pool if pool_stride is None else pool_stride, ceil_mode)
+
+
+def conv2d_maxout_backward(dy, arg, x, w, stride, pad, pieces, pool=None, pool_stride=None, ceil_mode=True,
+                           need_dx=True, untied_bias=False):
+    """conv2d_backward of maxout_backward(dy, arg, pieces) (``pool`` None) or
+    maxout_pool_backward(dy, arg, z_shape, pieces)."""
+    if pool is None:
+        dz = maxout_backward(dy, arg, pieces)
+    else:
+        n, o, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
+        (sh, sw), (ph, pw) = pair(stride, "stride"), pair(pad, "pad")
+        z_shape = (n, o, (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
+        dz = maxout_pool_backward(dy, arg, z_shape, pieces)
+    return conv2d_backward(dz, x, w, stride, pad, need_dx, untied_bias)
 
 
 def bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b, stride=1, pad=0,

@@ -67,7 +67,8 @@ def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_str
     stride ``pool_stride``, default the window): the values and gradients of
     ``maxout_pool2d(conv2d(...))`` / ``maxout(conv2d(...))``, with one fused forward kernel
     (kernels.conv2d_maxout_forward) that never stores the whole conv output.
-    Backward: dz = maxout(_pool)_backward(g), then conv2d_backward(dz)."""
+    Backward: dz = maxout(_pool)_backward(g), then conv2d_backward(dz), in one kernel
+    (kernels.conv2d_maxout_backward: dz is made chunk by chunk, in cache)."""
     x, w, b, stride, pad = _conv_args(x, w, b, stride, padding)
     N, _, H, W = x.shape
     O, _, kh, kw = w.shape
@@ -86,12 +87,9 @@ def maxout_conv2d(x, w, b, pieces: int, stride=1, padding=0, pool=None, pool_str
     y, arg = K.conv2d_maxout_forward(x.data, w.data, None if b is None else b.data, stride, pad, pieces,
                                      k, s, ceil_mode, channels_last=not records(parents))
 
-    def backward(g):
-        if k is None:
-            dz = K.maxout_backward(g, arg, pieces)
-        else:
-            dz = K.maxout_pool_backward(g, arg, z_shape, pieces)
-        return K.conv2d_backward(dz, x.data, w.data, stride, pad, x.requires_grad, _untied(b))
+    def backward(g):   # dz = maxout(_pool)_backward(g), fused into conv2d_backward
+        return K.conv2d_maxout_backward(g, arg, x.data, w.data, stride, pad, pieces, k, s, ceil_mode,
+                                        x.requires_grad, _untied(b))
     return Tensor.from_op(y, parents, backward)
 
 

@@ -195,3 +195,63 @@ def test_untied_bias_backward_sums_over_samples_only():
         for g, e in zip(got, want):
             np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(got[2], dy.sum(axis=0))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(c=case(), need_dx=st.booleans(), small=st.booleans())
+def test_fused_backward_equals_composition(dt, c, need_dx, small):
+    """conv2d_maxout_backward (dz made chunk by chunk) returns what maxout(_pool)_backward
+    then conv2d_backward return: bitwise on the GEMM path (the same dz chunks meet the same
+    GEMMs); on the small-map path (conv_small) the tied db is summed per chunk, so there to
+    float rounding; and the reference's gradients within TOL."""
+    rng = np.random.default_rng(c["seed"])
+    o = c["units"] * c["pieces"]
+    x = rng.standard_normal((c["n"], c["c"], c["h"], c["h"])).astype(dt)
+    if c["cnhw"]:
+        x = np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)
+    w = rng.standard_normal((o, c["c"], c["k"], c["k"])).astype(dt)
+    zs = cpu.conv2d_forward(x, w, None, 1, c["pad"]).shape
+    untied = c["bias"] == "untied"
+    ps = None if c["pool"] is None else (c["pool"][1],) * 2
+    y, arg = cpu.conv2d_maxout_forward(x, w, None, 1, c["pad"], c["pieces"], c["pool"], ps, True)
+    dy = rng.standard_normal(y.shape).astype(dt)
+    if c["cnhw"]:
+        dy = np.ascontiguousarray(dy.swapaxes(0, 1)).swapaxes(0, 1)
+    old = tuning.CHUNK_ELEMS, tuning.SMALL_FWD_MIN_GROWTH, tuning.SMALL_BWD_MIN_GROWTH
+    try:
+        if c["chunk"]:
+            tuning.CHUNK_ELEMS = c["chunk"]
+        tuning.SMALL_FWD_MIN_GROWTH = tuning.SMALL_BWD_MIN_GROWTH = 0.0 if small else 1e9
+        got = cpu.conv2d_maxout_backward(dy, arg, x, w, 1, c["pad"], c["pieces"], c["pool"], ps, True,
+                                         need_dx, untied)
+        dz = cpu.maxout_backward(dy, arg, c["pieces"]) if c["pool"] is None else \
+            cpu.maxout_pool_backward(dy, arg, zs, c["pieces"])
+        want = cpu.conv2d_backward(dz, x, w, 1, c["pad"], need_dx, untied)
+    finally:
+        tuning.CHUNK_ELEMS, tuning.SMALL_FWD_MIN_GROWTH, tuning.SMALL_BWD_MIN_GROWTH = old
+    assert (got[0] is None) == (not need_dx)
+    for g, e in zip(got, want):
+        if e is None:
+            continue
+        assert g.shape == e.shape and g.dtype == e.dtype
+        if small:
+            np.testing.assert_allclose(g, e, **TOL[dt])
+        else:
+            np.testing.assert_array_equal(g, e)
+    rdz = np.asarray(dz)
+    ref_g = ref.conv2d_backward(np.ascontiguousarray(rdz), np.ascontiguousarray(x), w, 1, c["pad"], need_dx, untied)
+    for g, e in zip(got, ref_g):
+        if e is not None:
+            np.testing.assert_allclose(g, e, **TOL[dt])
+
+
+def test_fused_backward_rejects_a_foreign_arg():
+    x = np.zeros((2, 3, 6, 6), np.float32)
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    dy = np.zeros((2, 2, 2, 2), np.float32)
+    arg = np.full((2, 2, 2, 2), 10**6, np.int32)
+    with pytest.raises(ValueError, match="arg holds indices outside"):
+        cpu.conv2d_maxout_backward(dy, arg, x, w, 1, 0, 2, (2, 2), (2, 2))
+    with pytest.raises(ValueError):   # dy of the wrong shape
+        cpu.conv2d_maxout_backward(dy[:, :1], arg[:, :1], x, w, 1, 0, 2, (2, 2), (2, 2))

@@ -228,6 +228,19 @@ def test_bn_relu_conv2d_forward(kc, rng):
                                          dev(w), dev(b), 1, 1), want)
 
 
+@pytest.mark.parametrize("pool", [None, (2, 2)])
+def test_conv2d_maxout_backward(kc, rng, pool):
+    """The dispatcher's composition on the GPU equals kernels.cpu's fused backward."""
+    x, w = rnd(rng, 2, 3, 4, 4), rnd(rng, 4, 3, 3, 3)
+    y, arg = cpu.conv2d_maxout_forward(x, w, None, 1, 1, 2, pool, pool)
+    dy = rnd(rng, *y.shape)
+    got = kernels.conv2d_maxout_backward(dev(dy), dev(np.ascontiguousarray(arg)), dev(x), dev(w), 1, 1, 2,
+                                         pool, pool)
+    want = cpu.conv2d_maxout_backward(dy, arg, x, w, 1, 1, 2, pool, pool)
+    for g, e in zip(got, want):
+        close(g, e)
+
+
 # ----------------------------------------------------------------------------- relu / dropout
 def test_relu(kc, rng):
     x = ties(rng, 3, 100)   # zeros included: relu'(0) = 0
