@@ -31,7 +31,7 @@ import numpy as np
 
 from ..shapes import Spec, check, check_pieces, conv_out, geometry, pool_out
 from . import runtime, tuning
-from .conv_fft import fft_conv_rows, use_fft
+from .conv_fft import fft_conv_backward, fft_conv_rows, use_fft, use_fft_backward
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
 from .patches import chunk, col2im_k, im2col_k, im2row_k, no_pre
@@ -63,6 +63,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     if (d["OH"], d["OW"]) != (oh, ow):
         raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
+    if use_fft_backward(c, o, kh, kw, (sh, sw), oh, ow, need_dx):   # large kernels, many maps
+        return fft_conv_backward(dy, x, w, (ph, pw), need_dx, untied_bias)
     p = oh * ow
     k = c * kh * kw
     kb = k + 1  # a row of ones under the columns: the dw GEMM also yields db

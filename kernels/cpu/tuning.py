@@ -79,6 +79,22 @@ FFT_MIN_TAPS, FFT_MIN_C, FFT_MIN_P = 25, 32, 64
 # Samples per transform chunk: bounds the spectra's memory (evaluation passes use batches
 # of 500); 128 = the training batch, so a training step is one chunk.
 FFT_CHUNK = 128
+# The backward (conv_fft.fft_conv_backward: dx and dw by FFT; db summed from dy), for
+# stride 1, kh*kw >= FFT_BWD_MIN_TAPS, min(C, O) >= FFT_BWD_MIN_C, OH*OW >= FFT_BWD_MIN_P.
+# Measured 2026-12-03 (AMD EPYC, 2 cores, shared: load average 5-6; batch 128, float32,
+# 2 threads, x and dy in CNHW; benchmarks/ab_fft.py, im2col / FFT alternating, medians
+# of 7), FFT time / im2col time, both gradients (dw only):
+#   mnist-teacher h1 (48 -> 96 maps, 10x10, 8x8 pad 3)   0.34 (0.40)
+#   mnist-teacher h2 (48 -> 96, 4x4, 5x5 pad 3, 6x6 out) 0.63 (0.76)
+#   cifar-teacher h1 (96 -> 384, 16x16, 8x8 pad 3)       0.21 (0.19)
+#   cifar-teacher h2 (192 -> 384, 7x7, 5x5 pad 3)        0.47 (0.54)
+#   mnist-teacher h0 (1 -> 96, 28x28, 8x8, dw only)      4.1: left to im2col
+#   cifar-teacher h0 (3 -> 192, 32x32, 8x8 pad 4, dw)    2.0: left to im2col
+# The first layers lose because the transforms (of dy: O maps) cost ~ (C + O) per
+# frequency while the GEMM work saved is ~ C*O*taps: with C = 1 or 3 there is little to
+# save. FFT_BWD_MIN_P = 36 is the smallest output measured (mnist-teacher h2); smaller
+# ones and kernels under 5x5 were not measured.
+FFT_BWD_MIN_TAPS, FFT_BWD_MIN_C, FFT_BWD_MIN_P = 25, 32, 36
 
 # ------------------------------------------------------------------ max pool (pool.py)
 # Pool windows of up to this many values are scanned with branch-free selects, vectorised
