@@ -6,10 +6,19 @@ layer NCHW), both gradients (need_dx True) and dw only (need_dx False); median o
 --repeats calls each, the two paths alternating call by call.
 
   env -u OPENBLAS_CORETYPE MINIFIT_NUM_THREADS=2 .venv/bin/python benchmarks/ab_fft.py
+
+--step NET: whole training steps of minifit.models.build(NET) (as bench_models.py's: forward,
+cross-entropy, backward, SGD with momentum; batch 128, random inputs), the FFT backward
+forced off / on (the forward as tuned), alternating step by step. --rss NET --path P: one
+fresh process doing --repeats steps on path P (im2col or fft), printing its peak resident
+memory (ru_maxrss). --forward: the forward's two paths instead (conv2d_maxout_forward with
+the layer's maxout and pool, im2col vs FFT; training layout, and channels_last as in
+evaluation passes).
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import numpy as np
@@ -28,7 +37,13 @@ LAYERS = [
 ]
 
 FORCE = {"im2col": dict(FFT_BWD_MIN_TAPS=10**9),
-         "fft": dict(FFT_BWD_MIN_TAPS=1, FFT_BWD_MIN_C=1, FFT_BWD_MIN_P=1)}
+         "fft": dict(FFT_BWD_MIN_TAPS=1, FFT_BWD_MIN_C=1, FFT_BWD_MIN_P=1),
+         # the forward's rule (conv2d_maxout_forward)
+         "fwd-im2col": dict(FFT_MIN_TAPS=10**9),
+         "fwd-fft": dict(FFT_MIN_TAPS=1, FFT_MIN_C=1, FFT_MIN_P=1, FFT_MIN_P_NHWC=1)}
+# (pieces, pool) of each layer, for --forward
+MAXOUT = {"mnist-teacher h0": (2, 4, 2), "mnist-teacher h1": (2, 4, 2), "mnist-teacher h2": (4, 2, 2),
+          "cifar-teacher h0": (2, 4, 2), "cifar-teacher h1": (2, 4, 2), "cifar-teacher h2": (2, 2, 2)}
 
 
 def run(path, fn):
@@ -44,12 +59,59 @@ def run(path, fn):
             setattr(tuning, k, v)
 
 
+def training_step(name, batch):
+    from minifit import functional as F
+    from minifit import optim
+    from minifit import random as mrandom
+    from minifit.models import build
+    from minifit.tensor import Tensor
+    mrandom.manual_seed(0)
+    net = build(name)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch,) + tuple(net.input_shape), dtype=np.float32)
+    y = rng.integers(0, net.num_classes, batch).astype(np.int64)
+    opt = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        net.train()
+        opt.zero_grad()
+        loss = F.cross_entropy(net(Tensor(x)), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--layers", default="")
+    ap.add_argument("--step", default="")
+    ap.add_argument("--rss", default="")
+    ap.add_argument("--path", default="fft")
+    ap.add_argument("--forward", action="store_true")
     a = ap.parse_args(argv)
+    if a.rss:
+        step = training_step(a.rss, a.batch)
+        for _ in range(a.repeats):
+            run(a.path, step)
+        print(f"{a.rss} {a.path}: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+              f"after {a.repeats} training steps")
+        return
+    if a.step:
+        step = training_step(a.step, a.batch)
+        for path in ("im2col", "fft", "im2col", "fft"):   # warm-up (compiles, allocator)
+            run(path, step)
+        times = {"im2col": [], "fft": []}
+        for _ in range(a.repeats):
+            for path in ("im2col", "fft"):
+                times[path].append(run(path, step)[0])
+        mi, mf = (1e3 * float(np.median(times[p])) for p in ("im2col", "fft"))
+        print(f"{a.step} training step: backward im2col {mi:.1f} ms, FFT {mf:.1f} ms, ratio {mf / mi:.2f} "
+              f"(medians of {a.repeats}; im2col {[round(1e3 * t) for t in times['im2col']]}, "
+              f"fft {[round(1e3 * t) for t in times['fft']]})")
+        return
     rng = np.random.default_rng(0)
     print(f"{'layer':18s} {'need_dx':7s} {'im2col ms':>10s} {'fft ms':>8s} {'fft/im2col':>10s} {'max rel diff':>12s}")
     for name, c, o, h, k, pad, first in LAYERS:
@@ -62,18 +124,26 @@ def main(argv=None):
             x = np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)
         w = (0.05 * rng.standard_normal((o, c, k, k))).astype(np.float32)
         dy = np.ascontiguousarray(rng.standard_normal((o, n, oh, oh)).astype(np.float32)).swapaxes(0, 1)
-        for need_dx in ([False] if first else [True, False]):
-            def fn():
-                return cpu.conv2d_backward(dy, x, w, 1, pad, need_dx)
-            ta, oa = run("im2col", fn)
-            tb, ob = run("fft", fn)
+        if a.forward:
+            pieces, pk, ps = MAXOUT[name]
+            b = (0.1 * rng.standard_normal(o)).astype(np.float32)
+            variants = [(f"fwd cl={cl}", (lambda cl=cl: cpu.conv2d_maxout_forward(
+                x, w, b, 1, pad, pieces, (pk, pk), (ps, ps), True, channels_last=cl)[:1])) for cl in (False, True)]
+            paths = ("fwd-im2col", "fwd-fft")
+        else:
+            variants = [(str(need_dx), (lambda need_dx=need_dx: cpu.conv2d_backward(dy, x, w, 1, pad, need_dx)))
+                        for need_dx in ([False] if first else [True, False])]
+            paths = ("im2col", "fft")
+        for label, fn in variants:
+            ta, oa = run(paths[0], fn)
+            tb, ob = run(paths[1], fn)
             diff = max(float(np.abs(p - q).max() / np.abs(q).max()) for p, q in zip(ob, oa) if q is not None)
-            times = {"im2col": [], "fft": []}
+            times = {p: [] for p in paths}
             for _ in range(a.repeats):
-                for path in ("im2col", "fft"):
+                for path in paths:
                     times[path].append(run(path, fn)[0])
-            mi, mf = (1e3 * float(np.median(times[p])) for p in ("im2col", "fft"))
-            print(f"{name:18s} {str(need_dx):7s} {mi:10.1f} {mf:8.1f} {mf / mi:10.2f} {diff:12.2e}", flush=True)
+            mi, mf = (1e3 * float(np.median(times[p])) for p in paths)
+            print(f"{name:18s} {label:7s} {mi:10.1f} {mf:8.1f} {mf / mi:10.2f} {diff:12.2e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,22 @@ Which path runs when (forward):
     ... channels_last, O <=          rows GEMM, weights piece-major,         NHWC
         NHWC_MAX_O, C >= ROWS_MIN_C  pool.mo_rows_k (vectorised selects)
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
-        C >= 32, OH*OW >= 64                                                 with channels_last
+        C >= 32, OH*OW >= 36                                                 with channels_last
+        (>= 64 with channels_last)
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
-whole output in conv2d_forward). The backward is one path: im2col and two GEMMs per chunk
-(conv2d_backward's docstring).
+whole output in conv2d_forward).
+
+Which path runs when (backward, conv2d_backward):
+
+  im2col and two GEMMs per chunk (conv2d_backward's docstring)           dx CNHW
+  ... stride 1, kh*kw >= 25,          FFT: one complex GEMM per frequency  dx CNHW
+      min(C, O) >= 32, OH*OW >= 36    for each of dx, dw (conv_fft.fft_conv_backward)
+
 Every threshold is in tuning.py with its measurement; every path is held to
-kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py).
+kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py,
+test_conv_fft.py).
 """
 from __future__ import annotations
 
@@ -53,7 +61,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     dW^T += cols @ dY^T (cols = im2col(x) with a row of ones under it, so the tied db (O,)
     comes out of the same GEMM as its last row; ``untied_bias``: db (O, OH, OW) = dY summed
     over the samples) and dx = col2im(W^T @ dY) (in CNHW layout). Each worker
-    sums its chunks' dW, then the workers' sums are added."""
+    sums its chunks' dW, then the workers' sums are added. Large kernels over many maps
+    (conv_fft.use_fft_backward) go by FFT instead (conv_fft.fft_conv_backward)."""
     fn = "conv2d_backward"
     d, dt = check(fn, [Spec("x", x, ("N", "C", "H", "W")), Spec("w", w, ("O", "C", "kh", "kw")),
                         Spec("dy", dy, ("N", "O", "OH", "OW"))])
@@ -292,7 +301,7 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         pkh = pkw = psh = psw = 1
         yh, yw = oh, ow
         arg_dt = np.uint8
-    fft = use_fft(d["C"], kh, kw, stride, oh, ow)
+    fft = use_fft(d["C"], kh, kw, stride, oh, ow, channels_last)
     if fft or (channels_last and o <= tuning.NHWC_MAX_O and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
         # a position's pieces of all maps are contiguous runs: the maxout is then a

@@ -25,10 +25,13 @@ from .layouts import as_cfirst
 from .runtime import parallel, single_blas
 
 
-def use_fft(c, kh, kw, stride, oh, ow):
-    """True when a conv of c input maps, kernel (kh, kw), output (oh, ow) goes by FFT."""
+def use_fft(c, kh, kw, stride, oh, ow, channels_last=False):
+    """True when a conv of c input maps, kernel (kh, kw), output (oh, ow) goes by FFT
+    (``channels_last``: an evaluation pass's conv2d_maxout_forward, whose other path, the
+    rows GEMM, is faster on small outputs: tuning.FFT_MIN_P_NHWC)."""
+    min_p = tuning.FFT_MIN_P_NHWC if channels_last else tuning.FFT_MIN_P
     return (tuple(stride) == (1, 1) and kh * kw >= tuning.FFT_MIN_TAPS and c >= tuning.FFT_MIN_C
-            and oh * ow >= tuning.FFT_MIN_P)
+            and oh * ow >= min_p)
 
 
 def use_fft_backward(c, o, kh, kw, stride, oh, ow, need_dx):

@@ -75,7 +75,18 @@ ROWS_LONG_K, ROWS_MIN_M = 1024, 512
 # GEMM's sums), no arg changed on these layers. With few input maps or few output
 # positions the transforms cost more than they save (mnist-teacher's 5x5 layer, 48 maps,
 # 6x6 outputs, prototype: 5.8 ms by im2col vs 7.2 by FFT).
-FFT_MIN_TAPS, FFT_MIN_C, FFT_MIN_P = 25, 32, 64
+# Re-measured 2026-12-03 with the FFT backward in place (AMD EPYC, 2 cores, shared, load
+# 4-9; benchmarks/ab_fft.py --forward, conv2d_maxout_forward im2col / FFT alternating,
+# medians of 7-15): mnist-teacher h2 (48 maps, 5x5 pad 3 on 4x4, 6x6 outputs) in the
+# training layout 0.67-0.72 of im2col's time, but with channels_last (evaluation, where
+# the rows GEMM runs) 1.03; whole mnist-teacher training step with FFT_MIN_P 36 against
+# 64: 0.93 (medians of 15), inference 1.06 / 1.08 (two runs, medians of 21). So the
+# training layout takes outputs from 36 positions (FFT_MIN_P), evaluation passes keep 64
+# (FFT_MIN_P_NHWC). The first layers (1 or 3 input maps) still lose: mnist-teacher h0
+# 2.8x / 3.7x (training / channels_last), cifar-teacher h0 1.55x / 1.56x; FFT_MIN_C = 32
+# stays (no layer measured between 3 and 48 maps). The others: mnist-teacher h1 0.41 /
+# 0.43, cifar-teacher h1 0.26 / 0.25, h2 0.61 / 0.49.
+FFT_MIN_TAPS, FFT_MIN_C, FFT_MIN_P, FFT_MIN_P_NHWC = 25, 32, 36, 64
 # Samples per transform chunk: bounds the spectra's memory (evaluation passes use batches
 # of 500); 128 = the training batch, so a training step is one chunk.
 FFT_CHUNK = 128
@@ -93,7 +104,11 @@ FFT_CHUNK = 128
 # The first layers lose because the transforms (of dy: O maps) cost ~ (C + O) per
 # frequency while the GEMM work saved is ~ C*O*taps: with C = 1 or 3 there is little to
 # save. FFT_BWD_MIN_P = 36 is the smallest output measured (mnist-teacher h2); smaller
-# ones and kernels under 5x5 were not measured.
+# ones and kernels under 5x5 were not measured. Whole training steps (benchmarks/ab_fft.py
+# --step, FFT backward off / on alternating, forward as tuned): mnist-teacher 0.68
+# (medians of 9), cifar-teacher 0.41 (medians of 7). Peak RSS of 3 cifar-teacher steps in
+# a fresh process (--rss): 832 MB with im2col, 1102 MB with the FFT backward (its spectra:
+# ~370 MB at once for h1); PyTorch's step peaked at 1238 MB (BENCHMARKS.md), so 0.89x.
 FFT_BWD_MIN_TAPS, FFT_BWD_MIN_C, FFT_BWD_MIN_P = 25, 32, 36
 
 # ------------------------------------------------------------------ max pool (pool.py)
