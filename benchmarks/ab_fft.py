@@ -9,9 +9,10 @@ layer NCHW), both gradients (need_dx True) and dw only (need_dx False); median o
 
 --step NET: whole training steps of minifit.models.build(NET) (as bench_models.py's: forward,
 cross-entropy, backward, SGD with momentum; batch 128, random inputs), the FFT backward
-forced off / on (the forward as tuned), alternating step by step. --rss NET --path P: one
-fresh process doing --repeats steps on path P (im2col or fft), printing its peak resident
-memory (ru_maxrss). --forward: the forward's two paths instead (conv2d_maxout_forward with
+forced off / as tuned (use_fft_backward; the forward as tuned), alternating step by step.
+--rss NET --path P: one fresh process doing --repeats steps on path P (im2col: the FFT
+backward off; tuned; fft: forced on every layer), printing its peak resident memory
+(ru_maxrss). --forward: the forward's two paths instead (conv2d_maxout_forward with
 the layer's maxout and pool, im2col vs FFT; training layout, and channels_last as in
 evaluation passes).
 """
@@ -37,6 +38,7 @@ LAYERS = [
 ]
 
 FORCE = {"im2col": dict(FFT_BWD_MIN_TAPS=10**9),
+         "tuned": {},   # the rule as tuning.py has it
          "fft": dict(FFT_BWD_MIN_TAPS=1, FFT_BWD_MIN_C=1, FFT_BWD_MIN_P=1),
          # the forward's rule (conv2d_maxout_forward)
          "fwd-im2col": dict(FFT_MIN_TAPS=10**9),
@@ -89,7 +91,7 @@ def main(argv=None):
     ap.add_argument("--layers", default="")
     ap.add_argument("--step", default="")
     ap.add_argument("--rss", default="")
-    ap.add_argument("--path", default="fft")
+    ap.add_argument("--path", default="tuned")
     ap.add_argument("--forward", action="store_true")
     a = ap.parse_args(argv)
     if a.rss:
@@ -101,16 +103,16 @@ def main(argv=None):
         return
     if a.step:
         step = training_step(a.step, a.batch)
-        for path in ("im2col", "fft", "im2col", "fft"):   # warm-up (compiles, allocator)
+        for path in ("im2col", "tuned", "im2col", "tuned"):   # warm-up (compiles, allocator)
             run(path, step)
-        times = {"im2col": [], "fft": []}
+        times = {"im2col": [], "tuned": []}
         for _ in range(a.repeats):
-            for path in ("im2col", "fft"):
+            for path in ("im2col", "tuned"):
                 times[path].append(run(path, step)[0])
-        mi, mf = (1e3 * float(np.median(times[p])) for p in ("im2col", "fft"))
-        print(f"{a.step} training step: backward im2col {mi:.1f} ms, FFT {mf:.1f} ms, ratio {mf / mi:.2f} "
-              f"(medians of {a.repeats}; im2col {[round(1e3 * t) for t in times['im2col']]}, "
-              f"fft {[round(1e3 * t) for t in times['fft']]})")
+        mi, mf = (1e3 * float(np.median(times[p])) for p in ("im2col", "tuned"))
+        print(f"{a.step} training step: backward im2col {mi:.1f} ms, as tuned (FFT where use_fft_backward) "
+              f"{mf:.1f} ms, ratio {mf / mi:.2f} (medians of {a.repeats}; im2col "
+              f"{[round(1e3 * t) for t in times['im2col']]}, tuned {[round(1e3 * t) for t in times['tuned']]})")
         return
     rng = np.random.default_rng(0)
     print(f"{'layer':18s} {'need_dx':7s} {'im2col ms':>10s} {'fft ms':>8s} {'fft/im2col':>10s} {'max rel diff':>12s}")

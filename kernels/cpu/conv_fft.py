@@ -65,14 +65,37 @@ def _weight_spectra(w, fh, fw, axes):
     return Wf
 
 
-def _spectra(a, fh, fw):
+def _spectra(a, fh, fw, block=None):
     """The real-input DFT on the (fh, fw) grid of a (r, s, m, k) (r <= fh, s <= fw, placed at
     the grid's origin, zeros elsewhere) along its first two axes -> (fh, fw//2+1, m, k).
     The zero rows need no transform: rfft along axis 1 (zero-padded to fw) over the r
-    rows, then fft along axis 0 (zero-padded to fh)."""
-    a = np.ascontiguousarray(a)
-    return scipy.fft.fft(scipy.fft.rfft(a, n=fw, axis=1, workers=runtime.NT), n=fh, axis=0,
-                         workers=runtime.NT)
+    rows, then fft along axis 0 (zero-padded to fh). With ``block``, in blocks of that
+    many along axis 2, so that the intermediates (the contiguous copy of a, the half
+    transform, the padded input of the second stage) are a block's, not the whole's."""
+    r, s_, m, k = a.shape
+    if block is None or block >= m:
+        a = np.ascontiguousarray(a)
+        return scipy.fft.fft(scipy.fft.rfft(a, n=fw, axis=1, workers=runtime.NT), n=fh, axis=0,
+                             workers=runtime.NT)
+    out = None
+    for b0 in range(0, m, block):
+        t = scipy.fft.rfft(np.ascontiguousarray(a[:, :, b0:b0 + block]), n=fw, axis=1, workers=runtime.NT)
+        t = scipy.fft.fft(t, n=fh, axis=0, workers=runtime.NT, overwrite_x=True)
+        if out is None:
+            out = np.empty((fh, fw // 2 + 1, m, k), dtype=t.dtype)
+        out[:, :, b0:b0 + block] = t
+    return out
+
+
+def _inverse_rows(S, idx):
+    """The inverse DFT along axis 0 of S (fh, ...), only at the rows idx -> (len(idx), ...):
+    one GEMM by the (len(idx), fh) rows of the inverse DFT matrix (a full ifft would
+    write all fh rows: for dw's spectra, 3x the memory of the kh rows kept)."""
+    fh = S.shape[0]
+    # (the index products reduced mod fh first: the angles stay below 2 pi, so the
+    # twiddles are exact to float64 rounding, whatever the grid)
+    E = (np.exp(2j * np.pi * (np.outer(idx, np.arange(fh)) % fh) / fh) / fh).astype(S.dtype)
+    return (E @ S.reshape(fh, -1)).reshape((len(idx),) + S.shape[1:])
 
 
 def fft_conv_rows(x, w, b, pad, oh, ow, consume):
@@ -101,8 +124,8 @@ def fft_conv_rows(x, w, b, pad, oh, ow, consume):
         with single_blas():
             parallel(task, parts, runtime.GEMM_THREADS)
         del task, X   # (the spectra are large: free them before the inverse)
-        # inverse: along fh keeping the oh valid rows, then along fw
-        Z = scipy.fft.ifft(Y.reshape(fh, f2, m, o), axis=0, workers=runtime.NT)[:oh]
+        # inverse: along fh only at the oh valid rows, then along fw
+        Z = _inverse_rows(Y.reshape(fh, f2, m, o), np.arange(oh))
         del Y
         zz = scipy.fft.irfft(Z, n=fw, axis=1, workers=runtime.NT)[:, :ow]   # (oh, ow, m, o)
         del Z
@@ -136,22 +159,25 @@ def fft_conv_backward(dy, x, w, pad, need_dx=True, untied_bias=False):
     s0h, s0w = oh - 1, ow - 1
     taps_h, taps_w = (s0h - ph + np.arange(kh)) % fh, (s0w - pw + np.arange(kw)) % fw
     rows, cols = (s0h - ph - np.arange(h)) % fh, (s0w - pw - np.arange(wd)) % fw
-    Wf = _weight_spectra(w, fh, fw, (2, 3, 0, 1)) if need_dx else None   # (nf, O, C)
+    Wf = None
     dxb = np.empty((c, n, h, wd), dtype=dt) if need_dx else None
-    DW = None
+    DW = dw = None
     parts = 4 * runtime.GEMM_THREADS
+    # the order bounds the spectra held at once (cifar-teacher h1: X 31 MB, DYR 123, DW and
+    # conj(W) 92 each, DX 31): dW's GEMM, X freed, (after the last chunk) dw's inverse and
+    # DW freed, then conj(W) and dx's GEMM
     for n0 in range(0, n, tuning.FFT_CHUNK):
         m = min(tuning.FFT_CHUNK, n - n0)
-        X = _spectra(x[n0:n0 + m].transpose(2, 3, 0, 1), fh, fw).reshape(nf, m, c)
-        DYR = _spectra(dy[n0:n0 + m, :, ::-1, ::-1].transpose(2, 3, 0, 1), fh, fw).reshape(nf, m, o)
+        X = _spectra(x[n0:n0 + m].transpose(2, 3, 0, 1), fh, fw, tuning.FFT_BLOCK).reshape(nf, m, c)
+        DYR = _spectra(dy[n0:n0 + m, :, ::-1, ::-1].transpose(2, 3, 0, 1), fh, fw,
+                       tuning.FFT_BLOCK).reshape(nf, m, o)
         first = DW is None
         if first:
             DW = np.empty((nf, c, o), dtype=X.dtype)
         else:
             tmp = np.empty_like(DW)
-        DX = np.empty((nf, m, c), dtype=X.dtype) if need_dx else None
 
-        def task(i, _w, X=X, DYR=DYR, DX=DX, first=first):
+        def dw_task(i, _w, X=X, DYR=DYR, first=first):
             f0, f1 = nf * i // parts, nf * (i + 1) // parts
             xt = X[f0:f1].transpose(0, 2, 1)
             if first:
@@ -159,25 +185,37 @@ def fft_conv_backward(dy, x, w, pad, need_dx=True, untied_bias=False):
             else:
                 np.matmul(xt, DYR[f0:f1], out=tmp[f0:f1])
                 DW[f0:f1] += tmp[f0:f1]
-            if need_dx:
-                np.matmul(DYR[f0:f1], Wf[f0:f1], out=DX[f0:f1])
         with single_blas():
-            parallel(task, parts, runtime.GEMM_THREADS)
-        del task, X, DYR
+            parallel(dw_task, parts, runtime.GEMM_THREADS)
+        del dw_task, X
         if not first:
             del tmp
-        if need_dx:
-            # inverse: along fh keeping the H rows dx reads, then along fw
-            G = scipy.fft.ifft(DX.reshape(fh, f2, m, c), axis=0, workers=runtime.NT)[rows]
-            del DX
-            g = scipy.fft.irfft(G, n=fw, axis=1, workers=runtime.NT)   # (H, fw, m, C)
-            del G
-            dxb[:, n0:n0 + m] = g[:, cols].transpose(3, 2, 0, 1)
-            del g
-    G = scipy.fft.ifft(DW.reshape(fh, f2, c, o), axis=0, workers=runtime.NT)[taps_h]
-    del DW
-    g = scipy.fft.irfft(G, n=fw, axis=1, workers=runtime.NT)[:, taps_w]   # (kh, kw, C, O)
-    dw = np.ascontiguousarray(g.transpose(3, 2, 0, 1))
+        if n0 + m == n:
+            # inverse: along fh only at the kh rows of the taps, then along fw
+            G = _inverse_rows(DW.reshape(fh, f2, c, o), taps_h)
+            DW = None
+            g = scipy.fft.irfft(G, n=fw, axis=1, workers=runtime.NT)[:, taps_w]   # (kh, kw, C, O)
+            dw = np.ascontiguousarray(g.transpose(3, 2, 0, 1))
+            del G, g
+        if not need_dx:
+            continue
+        if Wf is None:
+            Wf = _weight_spectra(w, fh, fw, (2, 3, 0, 1))   # (nf, O, C)
+        DX = np.empty((nf, m, c), dtype=DYR.dtype)
+
+        def dx_task(i, _w, DYR=DYR, DX=DX):
+            f0, f1 = nf * i // parts, nf * (i + 1) // parts
+            np.matmul(DYR[f0:f1], Wf[f0:f1], out=DX[f0:f1])
+        with single_blas():
+            parallel(dx_task, parts, runtime.GEMM_THREADS)
+        del dx_task, DYR
+        # inverse: along fh only at the H rows dx reads, then along fw
+        G = _inverse_rows(DX.reshape(fh, f2, m, c), rows)
+        del DX
+        g = scipy.fft.irfft(G, n=fw, axis=1, workers=runtime.NT)   # (H, fw, m, C)
+        del G
+        dxb[:, n0:n0 + m] = g[:, cols].transpose(3, 2, 0, 1)
+        del g
     dyc = as_cfirst(dy).reshape(o, n, oh * ow)
     db = dyc.sum(axis=1).reshape(o, oh, ow) if untied_bias else dyc.reshape(o, -1).sum(axis=1)
     return (dxb.swapaxes(0, 1) if need_dx else None), dw, db.astype(dt, copy=False)

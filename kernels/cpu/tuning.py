@@ -90,6 +90,13 @@ FFT_MIN_TAPS, FFT_MIN_C, FFT_MIN_P, FFT_MIN_P_NHWC = 25, 32, 36, 64
 # Samples per transform chunk: bounds the spectra's memory (evaluation passes use batches
 # of 500); 128 = the training batch, so a training step is one chunk.
 FFT_CHUNK = 128
+# The backward transforms x and dy in blocks of this many samples (conv_fft._spectra), so
+# that only a block's intermediates (contiguous copy, half transform, padded second-stage
+# input) exist beside the spectra. Peak RSS of 3 cifar-teacher training steps (fresh
+# process each, 2026-12-03): 900 MB in one block, 781 with 16, 832 with 32 (the im2col
+# backward: 789). CPU time of the cifar-teacher h1 / h2 backward (process time, medians
+# of 11, interleaved): 16 -> 1.01 / 1.00 of one block, 32 -> 1.03 / 1.04.
+FFT_BLOCK = 16
 # The backward (conv_fft.fft_conv_backward: dx and dw by FFT; db summed from dy), for
 # stride 1, kh*kw >= FFT_BWD_MIN_TAPS, min(C, O) >= FFT_BWD_MIN_C, OH*OW >= FFT_BWD_MIN_P.
 # Measured 2026-12-03 (AMD EPYC, 2 cores, shared: load average 5-6; batch 128, float32,
