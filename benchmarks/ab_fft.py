@@ -12,7 +12,9 @@ cross-entropy, backward, SGD with momentum; batch 128, random inputs), the FFT b
 forced off / as tuned (use_fft_backward; the forward as tuned), alternating step by step.
 --rss NET --path P: one fresh process doing --repeats steps on path P (im2col: the FFT
 backward off; tuned; fft: forced on every layer), printing its peak resident memory
-(ru_maxrss). --forward: the forward's two paths instead (conv2d_maxout_forward with
+(ru_maxrss). --clock cpu times the process's CPU time (both threads) instead of wall
+time: on a loaded machine, less sensitive to other jobs. --bound K: the error of the FFT
+paths against kernels.reference over K random cases (tests/kernels/test_conv_fft.py). --forward: the forward's two paths instead (conv2d_maxout_forward with
 the layer's maxout and pool, im2col vs FFT; training layout, and channels_last as in
 evaluation passes).
 """
@@ -48,14 +50,17 @@ MAXOUT = {"mnist-teacher h0": (2, 4, 2), "mnist-teacher h1": (2, 4, 2), "mnist-t
           "cifar-teacher h0": (2, 4, 2), "cifar-teacher h1": (2, 4, 2), "cifar-teacher h2": (2, 2, 2)}
 
 
+CLOCK = {"clock": time.perf_counter}
+
+
 def run(path, fn):
     saved = {k: getattr(tuning, k) for k in FORCE[path]}
     for k, v in FORCE[path].items():
         setattr(tuning, k, v)
     try:
-        t = time.perf_counter()
+        t = CLOCK["clock"]()
         out = fn()
-        return time.perf_counter() - t, out
+        return CLOCK["clock"]() - t, out
     finally:
         for k, v in saved.items():
             setattr(tuning, k, v)
@@ -84,6 +89,38 @@ def training_step(name, batch):
     return step
 
 
+def bound(cases, seed=2):
+    """max|err| / (eps (1 + log2(fh fw)) max|ref|) of conv_fft's y, dx, dw against
+    kernels.reference (float64) over random small cases, float32 and float64: the measured
+    side of tests/kernels/test_conv_fft.py's bound."""
+    from kernels import reference as ref
+    from kernels.cpu import conv_fft
+    rng = np.random.default_rng(seed)
+    f = lambda a: a.astype(np.float64)   # noqa: E731
+    for dt in (np.float32, np.float64):
+        eps, worst = np.finfo(dt).eps, {}
+        for _ in range(cases):
+            kh, kw = rng.integers(1, 9, 2)
+            ph, pw = rng.integers(0, 5, 2)
+            h, wd = int(rng.integers(max(1, kh - 2 * ph), 14)), int(rng.integers(max(1, kw - 2 * pw), 14))
+            n, c, o = rng.integers(1, 7, 3)
+            x, w = rng.standard_normal((n, c, h, wd)).astype(dt), rng.standard_normal((o, c, kh, kw)).astype(dt)
+            oh, ow = h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1
+            dy = rng.standard_normal((n, o, oh, ow)).astype(dt)
+            fh, fw, _, _ = conv_fft._grid(h, wd, ph, pw)
+            got = conv_fft.fft_conv_backward(dy, x, w, (ph, pw), True)
+            want = ref.conv2d_backward(f(dy), f(x), f(w), 1, (ph, pw), True)
+            rows = []
+            conv_fft.fft_conv_rows(x, w, None, (ph, pw), oh, ow, lambda z, n0: rows.append(z.copy()))
+            y = np.concatenate(rows).reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+            for name, g, e in (("y", y, ref.conv2d_forward(f(x), f(w), None, 1, (ph, pw))),
+                               ("dx", got[0], want[0]), ("dw", got[1], want[1])):
+                r = np.abs(g - e).max() / (eps * (1 + np.log2(fh * fw)) * np.abs(e).max())
+                worst[name] = max(worst.get(name, 0.0), float(r))
+        print(f"{dt.__name__}: max err / (eps (1 + log2(fh fw)) max|ref|) over {cases} cases:",
+              {k: round(v, 3) for k, v in worst.items()})
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=9)
@@ -93,7 +130,14 @@ def main(argv=None):
     ap.add_argument("--rss", default="")
     ap.add_argument("--path", default="tuned")
     ap.add_argument("--forward", action="store_true")
+    ap.add_argument("--bound", type=int, default=0, help="measure the error bound over this many cases")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: the process's CPU time (both threads), less sensitive to other jobs")
     a = ap.parse_args(argv)
+    CLOCK["clock"] = time.process_time if a.clock == "cpu" else time.perf_counter
+    if a.bound:
+        bound(a.bound)
+        return
     if a.rss:
         step = training_step(a.rss, a.batch)
         for _ in range(a.repeats):

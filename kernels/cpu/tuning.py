@@ -99,23 +99,26 @@ FFT_CHUNK = 128
 FFT_BLOCK = 16
 # The backward (conv_fft.fft_conv_backward: dx and dw by FFT; db summed from dy), for
 # stride 1, kh*kw >= FFT_BWD_MIN_TAPS, min(C, O) >= FFT_BWD_MIN_C, OH*OW >= FFT_BWD_MIN_P.
-# Measured 2026-12-03 (AMD EPYC, 2 cores, shared: load average 5-6; batch 128, float32,
-# 2 threads, x and dy in CNHW; benchmarks/ab_fft.py, im2col / FFT alternating, medians
-# of 7), FFT time / im2col time, both gradients (dw only):
-#   mnist-teacher h1 (48 -> 96 maps, 10x10, 8x8 pad 3)   0.34 (0.40)
-#   mnist-teacher h2 (48 -> 96, 4x4, 5x5 pad 3, 6x6 out) 0.63 (0.76)
-#   cifar-teacher h1 (96 -> 384, 16x16, 8x8 pad 3)       0.21 (0.19)
-#   cifar-teacher h2 (192 -> 384, 7x7, 5x5 pad 3)        0.47 (0.54)
-#   mnist-teacher h0 (1 -> 96, 28x28, 8x8, dw only)      4.1: left to im2col
-#   cifar-teacher h0 (3 -> 192, 32x32, 8x8 pad 4, dw)    2.0: left to im2col
+# Measured 2026-12-03 (AMD EPYC, 2 cores, shared: load average 4-11; batch 128, float32,
+# 2 threads, x and dy in CNHW; benchmarks/ab_fft.py [--clock cpu], im2col / FFT
+# alternating call by call, medians of 7-9), FFT time / im2col time, both gradients
+# (dw only), wall clock | process CPU time:
+#   mnist-teacher h1 (48 -> 96 maps, 10x10, 8x8 pad 3)   0.37 (0.51) | 0.38 (0.26)
+#   mnist-teacher h2 (48 -> 96, 4x4, 5x5 pad 3, 6x6 out) 0.52 (0.93) | 0.67 (0.65)
+#   cifar-teacher h1 (96 -> 384, 16x16, 8x8 pad 3)       0.21 (0.23) | 0.20 (0.23)
+#   cifar-teacher h2 (192 -> 384, 7x7, 5x5 pad 3)        0.44 (0.41) | 0.43 (0.46)
+#   mnist-teacher h0 (1 -> 96, 28x28, 8x8, dw only)      4.9         | 4.9: left to im2col
+#   cifar-teacher h0 (3 -> 192, 32x32, 8x8 pad 4, dw)    1.8         | 1.9: left to im2col
+# (cifar-teacher h1 both gradients: 2989 -> 619 ms wall, 3487 -> 703 ms CPU.)
 # The first layers lose because the transforms (of dy: O maps) cost ~ (C + O) per
 # frequency while the GEMM work saved is ~ C*O*taps: with C = 1 or 3 there is little to
 # save. FFT_BWD_MIN_P = 36 is the smallest output measured (mnist-teacher h2); smaller
-# ones and kernels under 5x5 were not measured. Whole training steps (benchmarks/ab_fft.py
-# --step, FFT backward off / on alternating, forward as tuned): mnist-teacher 0.68
-# (medians of 9), cifar-teacher 0.41 (medians of 7). Peak RSS of 3 cifar-teacher steps in
-# a fresh process (--rss): 832 MB with im2col, 1102 MB with the FFT backward (its spectra:
-# ~370 MB at once for h1); PyTorch's step peaked at 1238 MB (BENCHMARKS.md), so 0.89x.
+# ones, kernels under 5x5 and C or O between 3 and 48 were not measured. Whole training
+# steps (ab_fft.py --step, this rule against im2col everywhere, alternating, forward as
+# tuned): mnist-teacher 0.61 wall (medians of 11) / 0.74 CPU time; cifar-teacher 0.41
+# wall (medians of 7) / 0.44 CPU time. Peak RSS of 3 training steps in a fresh process
+# (--rss): cifar-teacher 782 MB with this rule, 789 with im2col (PyTorch's step: 1238 MB in
+# BENCHMARKS.md); mnist-teacher 229 / 226 MB.
 FFT_BWD_MIN_TAPS, FFT_BWD_MIN_C, FFT_BWD_MIN_P = 25, 32, 36
 
 # ------------------------------------------------------------------ max pool (pool.py)
