@@ -72,7 +72,7 @@ def _spectra(a, fh, fw, block=None):
     rows, then fft along axis 0 (zero-padded to fh). With ``block``, in blocks of that
     many along axis 2, so that the intermediates (the contiguous copy of a, the half
     transform, the padded input of the second stage) are a block's, not the whole's."""
-    r, s_, m, k = a.shape
+    m, k = a.shape[2:]
     if block is None or block >= m:
         a = np.ascontiguousarray(a)
         return scipy.fft.fft(scipy.fft.rfft(a, n=fw, axis=1, workers=runtime.NT), n=fh, axis=0,
@@ -133,7 +133,6 @@ def fft_conv_rows(x, w, b, pad, oh, ow, consume):
         if b is not None:
             z += b
         consume(z, n0)
-
 
 
 def fft_conv_backward(dy, x, w, pad, need_dx=True, untied_bias=False):
