@@ -17,7 +17,7 @@ Layout of the package (read in this order):
   conv         conv2d_forward / conv2d_backward side by side, the GEMM driver, the fused
                forwards (bn_relu_conv2d_forward, conv2d_maxout_forward) and
                conv2d_maxout_backward; "which path runs when" in its docstring
-  conv_fft     the FFT convolution of large kernels
+  conv_fft     the FFT convolution of large kernels (forward and backward)
   conv_small   small padded maps (output larger than the input) by the transposed
                formulation
   pool         maxout, max pool, fused maxout + pool, global average pool, the reductions

@@ -16,21 +16,32 @@ Which path runs when (forward):
     ... channels_last, O <=          rows GEMM, weights piece-major,         NHWC
         NHWC_MAX_O, C >= ROWS_MIN_C  pool.mo_rows_k (vectorised selects)
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
-        C >= 32, OH*OW >= 64                                                 with channels_last
+        C >= 32, OH*OW >= 36                                                 with channels_last
+        (>= 64 with channels_last)
   conv2d_forward, conv2d_maxout_     small padded maps (conv_small.use_small: CNHW (also with
   forward: stride 1, OH*OW >=        stride 1, output >= 1.6x the input's    channels_last)
-  1.6 H*W (not FFT, no pre)          positions): Wt @ x over the input's
+  1.6 H*W (before FFT; no pre)       positions): Wt @ x over the input's
                                      positions, taps scattered to the output
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
-whole output in conv2d_forward). The backward: im2col and two GEMMs per chunk
-(conv2d_backward's docstring); small padded maps (use_small(..., backward=True): output
->= 1.4x the input's positions) gather dz instead (conv_small). conv2d_maxout_backward
-makes each chunk of dz from dy and the maxout (+ pool) arg (pool.mo_bwd_chunk_k) right
-before that chunk's GEMMs (measured: tuning.py, beside SMALL_MIN_M).
+whole output in conv2d_forward).
+
+Which path runs when (backward, conv2d_backward and conv2d_maxout_backward), first match:
+
+  small padded maps (use_small(..., backward=True): output >= 1.4x the   dx CNHW
+  input's positions): gather dz, GEMMs over the input's positions (conv_small)
+  stride 1, kh*kw >= 25, min(C, O) >= 32, OH*OW >= 36: FFT, one complex   dx CNHW
+  GEMM per frequency for each of dx, dw (conv_fft.fft_conv_backward)
+  the rest: im2col and two GEMMs per chunk (conv2d_backward's docstring)  dx CNHW
+
+conv2d_maxout_backward makes each chunk of dz from dy and the maxout (+ pool) arg
+(pool.mo_bwd_chunk_k) right before that chunk's GEMMs (measured: tuning.py, beside
+SMALL_MIN_M); on the FFT path (which transforms the whole dz) and for untied biases it runs
+the composition.
 Every threshold is in tuning.py with its measurement; every path is held to
-kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py).
+kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py,
+test_conv_fft.py).
 """
 from __future__ import annotations
 
@@ -38,7 +49,7 @@ import numpy as np
 
 from ..shapes import Spec, check, check_pieces, conv_out, geometry, pool_out
 from . import runtime, tuning
-from .conv_fft import fft_conv_rows, use_fft
+from .conv_fft import fft_conv_backward, fft_conv_rows, use_fft, use_fft_backward
 from .conv_small import small_backward, small_chunks, use_small
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
@@ -61,7 +72,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     dW^T += cols @ dY^T (cols = im2col(x) with a row of ones under it, so the tied db (O,)
     comes out of the same GEMM as its last row; ``untied_bias``: db (O, OH, OW) = dY summed
     over the samples) and dx = col2im(W^T @ dY) (in CNHW layout). Each worker
-    sums its chunks' dW, then the workers' sums are added."""
+    sums its chunks' dW, then the workers' sums are added. Large kernels over many maps
+    (conv_fft.use_fft_backward) go by FFT instead (conv_fft.fft_conv_backward)."""
     fn = "conv2d_backward"
     d, dt = check(fn, [Spec("x", x, ("N", "C", "H", "W")), Spec("w", w, ("O", "C", "kh", "kw")),
                         Spec("dy", dy, ("N", "O", "OH", "OW"))])
@@ -71,9 +83,18 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     if (d["OH"], d["OW"]) != (oh, ow):
         raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
+    if _fft_backward(c, o, h, wd, kh, kw, (sh, sw), (ph, pw), oh, ow, need_dx):   # large kernels, many maps
+        return fft_conv_backward(dy, x, w, (ph, pw), need_dx, untied_bias)
     dyc = as_cfirst(dy)
     return _conv_backward(lambda n0, m, _buf: dyc[:, n0:n0 + m], dyc, x, w, (sh, sw), (ph, pw), oh, ow, need_dx,
                           untied_bias)
+
+
+def _fft_backward(c, o, h, w, kh, kw, stride, pad, oh, ow, need_dx):
+    """The backward's rule: FFT where use_fft_backward says, unless the small-maps path
+    takes the layer (it beat the FFT on mnist-teacher h2: tuning.SMALL_BWD_MIN_GROWTH)."""
+    return (use_fft_backward(c, o, kh, kw, stride, oh, ow, need_dx)
+            and not use_small(h, w, kh, kw, stride, pad, backward=True))
 
 
 def _conv_backward(dz_of, dyc, x, w, stride, pad, oh, ow, need_dx, untied_bias, dz_buf=False):
@@ -154,10 +175,10 @@ def conv2d_maxout_backward(dy, arg, x, w, stride, pad, pieces, pool=None, pool_s
         yh, yw = oh, ow
     d2, _ = check(fn, [Spec("dy", dy, (n, o // pieces, yh, yw)), Spec("x", x, ("N", "C", "H", "W")),
                        Spec("arg", arg, (n, o // pieces, yh, yw), "int")])
-    if untied_bias:
+    if untied_bias or _fft_backward(d["C"], o, d["H"], d["W"], d["kh"], d["kw"], stride, pad, oh, ow, need_dx):
         dz = maxout_backward(dy, arg, pieces) if pool is None else \
             maxout_pool_backward(dy, arg, (n, o, oh, ow), pieces)
-        return conv2d_backward(dz, x, w, stride, pad, need_dx, True)
+        return conv2d_backward(dz, x, w, stride, pad, need_dx, untied_bias)
     arg = arg.astype(np.int32 if pool is not None else np.uint8, copy=False)
     if pool is not None and arg.size and (arg.min() < 0 or arg.max() >= pieces * oh * ow):  # unchecked scatter
         raise ValueError(f"{fn}: arg holds indices outside [0, {pieces * oh * ow}) for the conv output "
@@ -355,8 +376,9 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         pkh = pkw = psh = psw = 1
         yh, yw = oh, ow
         arg_dt = np.uint8
-    fft = use_fft(d["C"], kh, kw, stride, oh, ow)
-    small = not fft and use_small(d["H"], d["W"], kh, kw, stride, pad)   # (CNHW reduction below)
+    # small padded maps first: their path beat the FFT's on mnist-teacher h2 (tuning.SMALL_*)
+    small = use_small(d["H"], d["W"], kh, kw, stride, pad)   # (CNHW reduction below)
+    fft = not small and use_fft(d["C"], kh, kw, stride, oh, ow, channels_last)
     if fft or (not small and channels_last and o <= tuning.NHWC_MAX_O and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
         # a position's pieces of all maps are contiguous runs: the maxout is then a

@@ -86,10 +86,51 @@ ROWS_LONG_K, ROWS_MIN_M = 1024, 512
 # GEMM's sums), no arg changed on these layers. With few input maps or few output
 # positions the transforms cost more than they save (mnist-teacher's 5x5 layer, 48 maps,
 # 6x6 outputs, prototype: 5.8 ms by im2col vs 7.2 by FFT).
-FFT_MIN_TAPS, FFT_MIN_C, FFT_MIN_P = 25, 32, 64
+# Re-measured 2026-12-03 with the FFT backward in place (AMD EPYC, 2 cores, shared, load
+# 4-9; benchmarks/ab_fft.py --forward, conv2d_maxout_forward im2col / FFT alternating,
+# medians of 7-15): mnist-teacher h2 (48 maps, 5x5 pad 3 on 4x4, 6x6 outputs) in the
+# training layout 0.67-0.72 of im2col's time, but with channels_last (evaluation, where
+# the rows GEMM runs) 1.03; whole mnist-teacher training step with FFT_MIN_P 36 against
+# 64: 0.93 (medians of 15), inference 1.06 / 1.08 (two runs, medians of 21). So the
+# training layout takes outputs from 36 positions (FFT_MIN_P), evaluation passes keep 64
+# (FFT_MIN_P_NHWC). The first layers (1 or 3 input maps) still lose: mnist-teacher h0
+# 2.8x / 3.7x (training / channels_last), cifar-teacher h0 1.55x / 1.56x; FFT_MIN_C = 32
+# stays (no layer measured between 3 and 48 maps). The others: mnist-teacher h1 0.41 /
+# 0.43, cifar-teacher h1 0.26 / 0.25, h2 0.61 / 0.49.
+FFT_MIN_TAPS, FFT_MIN_C, FFT_MIN_P, FFT_MIN_P_NHWC = 25, 32, 36, 64
 # Samples per transform chunk: bounds the spectra's memory (evaluation passes use batches
 # of 500); 128 = the training batch, so a training step is one chunk.
 FFT_CHUNK = 128
+# The backward transforms x and dy in blocks of this many samples (conv_fft._spectra), so
+# that only a block's intermediates (contiguous copy, half transform, padded second-stage
+# input) exist beside the spectra. Peak RSS of 3 cifar-teacher training steps (fresh
+# process each, 2026-12-03): 900 MB in one block, 781 with 16, 832 with 32 (the im2col
+# backward: 789). CPU time of the cifar-teacher h1 / h2 backward (process time, medians
+# of 11, interleaved): 16 -> 1.01 / 1.00 of one block, 32 -> 1.03 / 1.04.
+FFT_BLOCK = 16
+# The backward (conv_fft.fft_conv_backward: dx and dw by FFT; db summed from dy), for
+# stride 1, kh*kw >= FFT_BWD_MIN_TAPS, min(C, O) >= FFT_BWD_MIN_C, OH*OW >= FFT_BWD_MIN_P.
+# Measured 2026-12-03 (AMD EPYC, 2 cores, shared: load average 4-11; batch 128, float32,
+# 2 threads, x and dy in CNHW; benchmarks/ab_fft.py [--clock cpu], im2col / FFT
+# alternating call by call, medians of 7-9), FFT time / im2col time, both gradients
+# (dw only), wall clock | process CPU time:
+#   mnist-teacher h1 (48 -> 96 maps, 10x10, 8x8 pad 3)   0.37 (0.51) | 0.38 (0.26)
+#   mnist-teacher h2 (48 -> 96, 4x4, 5x5 pad 3, 6x6 out) 0.52 (0.93) | 0.67 (0.65)
+#   cifar-teacher h1 (96 -> 384, 16x16, 8x8 pad 3)       0.21 (0.23) | 0.20 (0.23)
+#   cifar-teacher h2 (192 -> 384, 7x7, 5x5 pad 3)        0.44 (0.41) | 0.43 (0.46)
+#   mnist-teacher h0 (1 -> 96, 28x28, 8x8, dw only)      4.9         | 4.9: left to im2col
+#   cifar-teacher h0 (3 -> 192, 32x32, 8x8 pad 4, dw)    1.8         | 1.9: left to im2col
+# (cifar-teacher h1 both gradients: 2989 -> 619 ms wall, 3487 -> 703 ms CPU.)
+# The first layers lose because the transforms (of dy: O maps) cost ~ (C + O) per
+# frequency while the GEMM work saved is ~ C*O*taps: with C = 1 or 3 there is little to
+# save. FFT_BWD_MIN_P = 36 is the smallest output measured (mnist-teacher h2); smaller
+# ones, kernels under 5x5 and C or O between 3 and 48 were not measured. Whole training
+# steps (ab_fft.py --step, this rule against im2col everywhere, alternating, forward as
+# tuned): mnist-teacher 0.61 wall (medians of 11) / 0.74 CPU time; cifar-teacher 0.41
+# wall (medians of 7) / 0.44 CPU time. Peak RSS of 3 training steps in a fresh process
+# (--rss): cifar-teacher 782 MB with this rule, 789 with im2col (PyTorch's step: 1238 MB in
+# BENCHMARKS.md); mnist-teacher 229 / 226 MB.
+FFT_BWD_MIN_TAPS, FFT_BWD_MIN_C, FFT_BWD_MIN_P = 25, 32, 36
 
 # ------------------------------------------------------------------ max pool (pool.py)
 # Pool windows of up to this many values are scanned with branch-free selects, vectorised
@@ -120,6 +161,10 @@ POOL_SELECT_MAX_TAPS = 4
 # Whole mnist-fitnet (h2's backward and h4 take the path; benchmarks/ab_small.py --what
 # small, 2 threads, 21 interleaved calls): training step 0.90-0.93 (wall and CPU time, three
 # runs), inference 0.89-1.07 (noise level; only h4's forward changes).
+# Where both this path and the FFT (FFT_MIN_P, FFT_BWD_*) would take a layer (mnist-teacher
+# h2: 48 -> 96 maps, 4x4 maps, 5x5 pad 3), this one goes first: whole mnist-teacher A/B
+# (benchmarks/ab_paths.py --clock cpu, medians of 11, 2026-12-03, load 2-3), the FFT / im2col
+# taking h2 instead: training step 1.13x, inference 1.06x the time.
 SMALL_FWD_MIN_GROWTH, SMALL_BWD_MIN_GROWTH = 1.6, 1.4
 # Samples per chunk of that path: at least this many (where each thread still gets a
 # chunk): the scatter / gather copy runs of one value per sample. mnist-fitnet h2's

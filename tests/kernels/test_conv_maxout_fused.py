@@ -138,13 +138,17 @@ def test_fft_path_equals_reference(dt, n, c, units, pieces, h, w_, k, pad, pool,
     w = rng.standard_normal((o, c) + k).astype(dt)
     b = rng.standard_normal(o).astype(dt) if bias else None
     ps = None if pool is None else (pool[1],) * 2
-    old = tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_CHUNK
-    try:   # (chunks of 2 samples: several, the last one partial when n is odd)
-        tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_CHUNK = 25, 1, 1, 2
-        assert conv_fft.use_fft(c, k[0], k[1], (1, 1), 1, 1)
+    old = (tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_MIN_P_NHWC, tuning.FFT_CHUNK,
+           tuning.SMALL_FWD_MIN_GROWTH)
+    try:   # (chunks of 2 samples: several, the last one partial when n is odd; the small-maps
+        # path, which comes first, off)
+        (tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_MIN_P_NHWC, tuning.FFT_CHUNK,
+         tuning.SMALL_FWD_MIN_GROWTH) = 25, 1, 1, 1, 2, float("inf")
+        assert conv_fft.use_fft(c, k[0], k[1], (1, 1), 1, 1, last)
         y, a = cpu.conv2d_maxout_forward(x, w, b, 1, pad, pieces, pool, ps, True, last)
     finally:
-        tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_CHUNK = old
+        (tuning.FFT_MIN_TAPS, tuning.FFT_MIN_C, tuning.FFT_MIN_P, tuning.FFT_MIN_P_NHWC, tuning.FFT_CHUNK,
+         tuning.SMALL_FWD_MIN_GROWTH) = old
     zr = ref.conv2d_forward(x, w, b, 1, pad)
     yr, ar = ref.maxout_forward(zr, pieces) if pool is None else ref.maxout_pool_forward(zr, pieces, pool, ps, True)
     assert y.shape == yr.shape and y.dtype == yr.dtype and a.dtype == ar.dtype
@@ -172,6 +176,7 @@ def test_untied_bias_on_every_path(monkeypatch, path, pool):
         monkeypatch.setattr(tuning, "FFT_MIN_TAPS", 1)
         monkeypatch.setattr(tuning, "FFT_MIN_C", 1)
         monkeypatch.setattr(tuning, "FFT_MIN_P", 1)
+        monkeypatch.setattr(tuning, "FFT_MIN_P_NHWC", 1)
     else:
         monkeypatch.setattr(tuning, "FFT_MIN_C", 10**9)
     ps = None if pool is None else (pool[1],) * 2
