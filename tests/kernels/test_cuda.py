@@ -364,26 +364,28 @@ def test_kd_and_hint_losses(kc, rng, hinton):
     close(gg, g)
 
 
-def _update(mod, kind, p, g, s):
+def _update(mod, kind, p, g, s, max_norm=None):
     if kind == "sgd":
-        mod.sgd_update(p, g, None, 0.1)
+        mod.sgd_update(p, g, None, 0.1, max_norm=max_norm)
     elif kind == "sgd_momentum":
-        mod.sgd_update(p, g, s[0], 0.1, 0.9)
+        mod.sgd_update(p, g, s[0], 0.1, 0.9, max_norm=max_norm)
     elif kind == "nesterov_wd":
-        mod.sgd_update(p, g, s[0], 0.1, 0.9, True, 1e-3)
+        mod.sgd_update(p, g, s[0], 0.1, 0.9, True, 1e-3, max_norm=max_norm)
     elif kind == "rmsprop":
-        mod.rmsprop_update(p, g, s[0], 0.01, 0.9, 1e-5)
+        mod.rmsprop_update(p, g, s[0], 0.01, 0.9, 1e-5, max_norm=max_norm)
     else:
-        mod.adam_update(p, g, s[0], s[1], 1e-3, 0.9, 0.999, 1e-8, 3, 1e-4)
+        mod.adam_update(p, g, s[0], s[1], 1e-3, 0.9, 0.999, 1e-8, 3, 1e-4, max_norm=max_norm)
 
 
+@pytest.mark.parametrize("max_norm", [None, 6.9])   # 6.9: about the median row norm (rows of 45 N(0,1))
 @pytest.mark.parametrize("kind", ["sgd", "sgd_momentum", "nesterov_wd", "rmsprop", "adam"])
-def test_optimizer_updates(kc, rng, kind):
+def test_optimizer_updates(kc, rng, kind, max_norm):
+    """The CUDA updates (then max_norm_, a second kernel there) equal the CPU's fused ones."""
     p, g = rnd(rng, 7, 45), rnd(rng, 7, 45)   # 315 elements: a partial second 256-block
     slots = [np.abs(rnd(rng, 7, 45)) * 0.1 for _ in range(2)]
     dp, dslots = dev(p), [dev(s) for s in slots]
-    _update(kernels, kind, dp, dev(g), dslots)
-    _update(cpu, kind, p, g, slots)
+    _update(kernels, kind, dp, dev(g), dslots, max_norm)
+    _update(cpu, kind, p, g, slots, max_norm)
     close(dp, p)
     for a, b in zip(dslots, slots):
         close(a, b)
