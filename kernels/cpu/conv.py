@@ -32,6 +32,7 @@ import numpy as np
 from ..shapes import Spec, check, check_pieces, conv_out, geometry, pool_out
 from . import runtime, tuning
 from .conv_fft import fft_conv_rows, use_fft
+from .conv_winograd import use_winograd, wino_backward, wino_chunks
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
 from .patches import chunk, col2im_k, im2col_k, im2row_k, no_pre
@@ -64,6 +65,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
         raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
     p = oh * ow
+    if use_winograd(c, o, kh, kw, (sh, sw), oh, ow, untied_bias):
+        return wino_backward(as_cfirst(dy).reshape(o, n, oh, ow), x, w, (ph, pw), need_dx)
     k = c * kh * kw
     kb = k + 1  # a row of ones under the columns: the dw GEMM also yields db
     dyc = as_cfirst(dy).reshape(o, n * p)
@@ -152,7 +155,8 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         _conv_chunks(x, w, b, stride, pad, oh, ow, dt, add_residual, pre, True, rows_out=yr)
         return from_rows(yr, n, oh, ow)
     y = np.empty((o, n * p), dtype=dt)
-    rows = _use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x)
+    wino = pre is None and use_winograd(d["C"], o, d["kh"], d["kw"], stride, oh, ow)
+    rows = not wino and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x))
     res = y[:, :0] if residual is None else as_cfirst(residual).reshape(o, n * p)
 
     def store(z, n0):  # z (O, m, P), a view of the chunk's GEMM output
@@ -163,7 +167,10 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
             y[:, c0:c1] = z.reshape(o, -1)
         else:
             np.add(z.reshape(o, -1), res[:, c0:c1], out=y[:, c0:c1])
-    _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
+    if wino:
+        wino_chunks(x, w, b, pad, oh, ow, store)
+    else:
+        _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
 
 
@@ -336,6 +343,9 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
             maxout_into_k(z, pieces, n0, y, arg)
         else:
             mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
-    _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
-                 rows=_use_rows(d["C"], o, kh, kw), contiguous=True)
+    if use_winograd(d["C"], o, kh, kw, stride, oh, ow, bu is not None):
+        wino_chunks(x, w, b, pad, oh, ow, reduce)
+    else:
+        _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
+                     rows=_use_rows(d["C"], o, kh, kw), contiguous=True)
     return (y.reshape(cy, n, yh, yw).swapaxes(0, 1), arg.reshape(cy, n, yh, yw).swapaxes(0, 1))

@@ -88,3 +88,10 @@ FFT_CHUNK = 128
 # 2/2 pool 7.9 vs 9.5; 4/2 of 10 x 10 2.2 vs 1.6, maxout + 8/1 of 8 x 8 1.3 vs 0.95).
 # Read at compile time (a Numba global).
 POOL_SELECT_MAX_TAPS = 4
+
+# ------------------------------------------------------------------ Winograd (conv_winograd.py)
+# Stride-1 3x3 convs go by Winograd F(2x2, 3x3) with at least WINO_MIN_C input maps,
+# WINO_MIN_O output maps and WINO_MIN_P output positions (provisional, being measured).
+WINO_MIN_C, WINO_MIN_O, WINO_MIN_P = 16, 16, 16
+# Elements of one chunk's V and M (16 (C + O) tiles).
+WINO_CHUNK_ELEMS = 1 << 18
