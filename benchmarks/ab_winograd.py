@@ -3,7 +3,7 @@
 For each stride-1 3x3 training layer (batch 128, float32, x and dy in CNHW as in-network):
 the forward (kernels.cpu.conv2d_maxout_forward, or conv2d_forward for the WRN's plain
 convs) and the backward (conv2d_backward, dx only where the layer is not the first)
-timed with Winograd forced on (tuning.WINO_MIN_* = 0) and off (= 10**9), the two
+timed with Winograd forced on (tuning.WINO_MIN_* and WINO_FWD_MIN_CW = 0) and off (= 10**9), the two
 alternating call by call; median of --repeat calls each after one warm-up.
 
   env -u OPENBLAS_CORETYPE MINIFIT_NUM_THREADS=2 /work/main/.venv/bin/python benchmarks/ab_winograd.py
@@ -30,6 +30,7 @@ from kernels.cpu import tuning  # noqa: E402
 BATCH = 128
 # (name, C, conv maps O, pieces (1: a plain conv), pad, pool (k, s) or None, H=W, need dx)
 LAYERS = [
+    ("fitnet-4 h0", 3, 64, 2, 1, None, 32, False),
     ("fitnet-4 h1-2", 32, 64, 2, 1, None, 32, True),
     ("fitnet-4 h3", 32, 96, 2, 1, None, 32, True),
     ("fitnet-4 h4", 48, 96, 2, 1, (2, 2), 32, True),
@@ -59,7 +60,7 @@ LAYERS = [
 
 
 def force(on):
-    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P = (0, 0, 0) if on else (10**9,) * 3
+    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW = (0,) * 4 if on else (10**9,) * 4
 
 
 def cnhw(a):
@@ -110,7 +111,7 @@ def main():
           f"(variants alternating)")
     print(f"{'layer':22s} " + " ".join(f"{'fwd ' + v[0]:>14s}" for v in variants) + " "
           + " ".join(f"{'bwd ' + v[0]:>14s}" for v in variants) + "  fwd ratio  bwd ratio  f+b ratio")
-    old = (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_CHUNK_ELEMS)
+    old = (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW, tuning.WINO_CHUNK_ELEMS)
     for layer in LAYERS:
         if a.only not in layer[0]:
             continue
@@ -127,7 +128,8 @@ def main():
                 if r:
                     tf[name].append(f)
                     tb[name].append(g)
-        tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_CHUNK_ELEMS = old
+        (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW,
+         tuning.WINO_CHUNK_ELEMS) = old
         mf = [statistics.median(tf[v[0]]) for v in variants]
         mb = [statistics.median(tb[v[0]]) for v in variants]
         print(f"{layer[0]:22s} " + " ".join(f"{t:14.2f}" for t in mf) + " " + " ".join(f"{t:14.2f}" for t in mb)

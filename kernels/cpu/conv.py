@@ -65,7 +65,7 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
         raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
     p = oh * ow
-    if use_winograd(c, o, kh, kw, (sh, sw), oh, ow, untied_bias):
+    if use_winograd(c, o, kh, kw, (sh, sw), oh, ow, untied_bias, backward=True):
         return wino_backward(as_cfirst(dy).reshape(o, n, oh, ow), x, w, (ph, pw), need_dx)
     k = c * kh * kw
     kb = k + 1  # a row of ones under the columns: the dw GEMM also yields db

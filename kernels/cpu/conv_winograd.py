@@ -41,13 +41,17 @@ from .runtime import kern, parallel, single_blas
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
-def use_winograd(c, o, kh, kw, stride, oh, ow, untied=False):
+def use_winograd(c, o, kh, kw, stride, oh, ow, untied=False, backward=False):
     """True when a conv of c input maps, o output maps, kernel (kh, kw), ``stride``,
-    output (oh, ow) goes by Winograd F(2x2, 3x3): stride-1 3x3 kernels with at least
-    tuning.WINO_MIN_C input maps, tuning.WINO_MIN_O output maps and tuning.WINO_MIN_P
-    output positions; untied biases (O, OH, OW) stay on the im2col path."""
-    return (kh == 3 and kw == 3 and tuple(stride) == (1, 1) and not untied and c >= tuning.WINO_MIN_C
-            and o >= tuning.WINO_MIN_O and oh * ow >= tuning.WINO_MIN_P)
+    output (oh, ow) goes by Winograd F(2x2, 3x3) in the backward pass (``backward``) or
+    the forward: stride-1 3x3 kernels with at least tuning.WINO_MIN_C input maps,
+    tuning.WINO_MIN_O output maps and tuning.WINO_MIN_P output positions; the forward also
+    needs c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW (its transforms run along rows of
+    tiles: few maps of short rows lost). Untied biases (O, OH, OW) stay on the im2col path."""
+    if not (kh == 3 and kw == 3 and tuple(stride) == (1, 1) and not untied and c >= tuning.WINO_MIN_C
+            and o >= tuning.WINO_MIN_O and oh * ow >= tuning.WINO_MIN_P):
+        return False
+    return backward or c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW
 
 
 def filter_transform(w):
