@@ -17,11 +17,17 @@ Which path runs when (forward):
         NHWC_MAX_O, C >= ROWS_MIN_C  pool.mo_rows_k (vectorised selects)
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
         C >= 32, OH*OW >= 64                                                 with channels_last
+  conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW
+  forward (not channels_last)        per chunk V = B^T d B, 16 GEMMs
+    ... stride 1, 3x3, tied or no    U @ V, Y = A^T M A + b, then the same
+        bias, use_winograd           store / maxout reduction
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
-whole output in conv2d_forward). The backward is one path: im2col and two GEMMs per chunk
-(conv2d_backward's docstring).
+whole output in conv2d_forward). The backward: stride-1 3x3 convs with a tied or no bias
+by Winograd F(2x2, 3x3) where use_winograd(..., backward=True) says (conv_winograd.
+wino_backward: dx the exact adjoint, dw from the recomputed V); the rest by im2col and
+two GEMMs per chunk (conv2d_backward's docstring). Untied biases stay on im2col.
 Every threshold is in tuning.py with its measurement; every path is held to
 kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py).
 """
@@ -54,7 +60,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     dW^T += cols @ dY^T (cols = im2col(x) with a row of ones under it, so the tied db (O,)
     comes out of the same GEMM as its last row; ``untied_bias``: db (O, OH, OW) = dY summed
     over the samples) and dx = col2im(W^T @ dY) (in CNHW layout). Each worker
-    sums its chunks' dW, then the workers' sums are added."""
+    sums its chunks' dW, then the workers' sums are added. Stride-1 3x3 convs without an
+    untied bias go by Winograd where use_winograd says (conv_winograd.wino_backward)."""
     fn = "conv2d_backward"
     d, dt = check(fn, [Spec("x", x, ("N", "C", "H", "W")), Spec("w", w, ("O", "C", "kh", "kw")),
                         Spec("dy", dy, ("N", "O", "OH", "OW"))])

@@ -1,6 +1,5 @@
 """Winograd minimal filtering F(2x2, 3x3) (Lavin & Gray 2016) for stride-1 3x3
-convolutions: forward, gradient to the input, gradient to the weights (when: use_winograd;
-why, and the measurements: tuning.WINO_MIN_C).
+convolutions: forward, gradient to the input, gradient to the weights.
 
 Per 2x2 output tile (input tile d 4x4, kernel g 3x3, xi = 4*i + j over the 16 points):
 
@@ -14,19 +13,30 @@ Per 2x2 output tile (input tile d 4x4, kernel g 3x3, xi = 4*i + j over the 16 po
     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 
-T = m * th * tw tiles for a chunk of m samples (th = ceil(OH/2), tw = ceil(OW/2)); V is
-laid out (16, C, T) and M (16, O, T), so the 16 products are contiguous GEMMs (one
-np.matmul on the 3-D stacks, single-threaded BLAS inside the thread pool). The input
+T = m * th * tw tiles for a chunk of m samples (th = ceil(OH/2), tw = ceil(OW/2)); V and
+M are (16, S) stacks whose row xi holds the C-ordered (C, T) / (O, T) matrix V[xi] / M[xi]
+(S padded: stack_stride), so the 16 products are contiguous GEMMs (one np.matmul on the
+3-D views, single-threaded BLAS inside the thread pool). The input
 transform reads x in its canonical layout (NCHW or CNHW) through a per-plane scratch
 whose border stays zero (the padding, and the tile remainder of odd maps, on the fly:
 no padded copy of x); the output transform adds the tied bias and writes the chunk
 (O, m, OH*OW) that conv._conv_chunks' consumers take. V is recomputed from x in the
 backward (nothing is stored between the passes).
 
-Tile sizes: only F(2x2, 3x3). Its transforms have coefficients 0, +-1, +-1/2, so the
-float32 error stays at the rounding level of the GEMM's sums (measured on fitnet-1 /
-fitnet-4 activations: tuning.WINO_MIN_C). F(4x4, 3x3) (points 0, +-1, +-2, +-1/2) was
-measured to lose about one decimal digit more and is not implemented.
+When (use_winograd, measured: tuning.WINO_MIN_C): the backward for stride-1 3x3 convs
+with >= 12 input maps (it won on every such training layer, 0.64-0.92x the im2col path's
+time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: the
+transforms vectorise along a row of tiles). Untied biases (O, OH, OW) stay on im2col;
+evaluation-mode calls (channels_last, bn_relu_conv2d_forward) keep their rows GEMM.
+
+Tile sizes: only F(2x2, 3x3). Its transforms' coefficients (0, +-1, +-1/2) are exact in
+binary, and its float32 error on fitnet-1 / fitnet-4 layers with CIFAR-10 activations was
+at or below the im2col path's (forward 2.3-5.3e-7 of max |y| against 4.2e-7-1.2e-6: the
+sums over C are 9x shorter; dx up to 2.3x im2col's, dw below it). F(4x4, 3x3) (points
+0, +-1, +-2, inf, emulated in float32) was 1.3-3.7e-6: 2-4x im2col's and above the tested
+bound eps sqrt(9C) on one layer, so it is not implemented (the measurements: tuning.py,
+after WINO_CHUNK_ELEMS). Error bound held by tests/kernels/test_conv_winograd.py: max |err| <= eps sqrt(K)
+max |ref|, K = 9C (forward), 9O (dx), N*OH*OW (dw, db).
 """
 from __future__ import annotations
 

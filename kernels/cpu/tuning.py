@@ -130,4 +130,4 @@ WINO_CHUNK_ELEMS = 1 << 18
 # 5.1e-7 (im2col 3.4e-7 .. 6.8e-7); F(4x4, 3x3) (float32 emulation, Lavin & Gray's points
 # 0, +-1, +-2, inf) forward 1.3e-6 .. 3.7e-6: 2-4x the im2col path's and up to 1.8x
 # eps sqrt(9C) (fitnet-4's 32x32x32 layer), the bound the kernels are tested to. So only
-# F(2x2, 3x3), whose transforms (coefficients 0, +-1, +-1/2) add no error of their own.
+# F(2x2, 3x3) (transform coefficients 0, +-1, +-1/2, exact in binary).
