@@ -32,7 +32,7 @@ def force(on):
     tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW = (0,) * 4 if on else (10**9,) * 4
 
 
-def step_fn(name):
+def step_fn(name, infer=False):
     from minifit import functional as F
     from minifit import optim
     from minifit import random as mrandom
@@ -45,6 +45,15 @@ def step_fn(name):
     x = rng.standard_normal((BATCH,) + shape).astype(np.float32)
     y = rng.integers(0, 10, BATCH)
     opt = optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+
+    if infer:
+        from minifit.tensor import no_grad
+
+        def run():
+            net.eval()
+            with no_grad():
+                return net(Tensor(x))
+        return run
 
     def train():
         net.train()
@@ -63,6 +72,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--clock", choices=sorted(CLOCK), default="wall")
     ap.add_argument("--rss", choices=["on", "off"], default=None)
+    ap.add_argument("--infer", action="store_true",
+                    help="time inference (eval mode, no graph) with tuning.WINO_EVAL on / off instead")
     a = ap.parse_args()
     clock = CLOCK[a.clock]
     if a.rss:
@@ -72,13 +83,16 @@ def main():
             train()
         print(f"{a.models} winograd {a.rss}: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
         return
-    print(f"batch {BATCH}, float32, training step, {a.clock} clock, median of {a.repeat} per side (alternating)")
+    print(f"batch {BATCH}, float32, {'inference (WINO_EVAL on / off)' if a.infer else 'training step'}, {a.clock} clock, median of {a.repeat} per side (alternating)")
     for name in a.models.split(","):
-        train = step_fn(name)
+        train = step_fn(name, a.infer)
         t = {True: [], False: []}
         for r in range(a.warmup + a.repeat):
             for on in (True, False):
-                force(on)
+                if a.infer:
+                    tuning.WINO_EVAL = on
+                else:
+                    force(on)
                 t0 = clock()
                 train()
                 if r >= a.warmup:

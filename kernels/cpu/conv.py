@@ -17,10 +17,10 @@ Which path runs when (forward):
         NHWC_MAX_O, C >= ROWS_MIN_C  pool.mo_rows_k (vectorised selects)
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
         C >= 32, OH*OW >= 64                                                 with channels_last
-  conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW
-  forward (not channels_last)        per chunk V = B^T d B, 16 GEMMs
-    ... stride 1, 3x3, tied or no    U @ V, Y = A^T M A + b, then the same
-        bias, use_winograd           store / maxout reduction
+  conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW (also
+  forward                            per chunk V = B^T d B, 16 GEMMs         with
+    ... stride 1, 3x3, tied or no    U @ V, Y = A^T M A + b, then the same   channels_last:
+        bias, use_winograd           store / maxout reduction                WINO_EVAL)
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
@@ -289,8 +289,10 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     (y, arg), with the same arg encodings, in CNHW layout; with ``channels_last`` (for
     callers that will not run the backward pass, whose kernels expect CNHW) in NHWC
     layout when the rows orientation applies (C >= 8 input maps, or an NHWC x, and at most
-    tuning.NHWC_MAX_O conv maps). Large kernels over many maps (use_fft) take the FFT
-    convolution, then the same NHWC reduction."""
+    tuning.NHWC_MAX_O conv maps) and Winograd does not (use_winograd with
+    tuning.WINO_EVAL: then CNHW). Large kernels over many maps (use_fft) take the FFT
+    convolution, then the same NHWC reduction; stride-1 3x3 kernels (use_winograd)
+    Winograd F(2x2, 3x3), then the CNHW reduction."""
     fn = "conv2d_maxout_forward"
     d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
     n, o, kh, kw = d["N"], d["O"], d["kh"], d["kw"]
@@ -305,7 +307,9 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         yh, yw = oh, ow
         arg_dt = np.uint8
     fft = use_fft(d["C"], kh, kw, stride, oh, ow)
-    if fft or (channels_last and o <= tuning.NHWC_MAX_O and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
+    wino = use_winograd(d["C"], o, kh, kw, stride, oh, ow, _untied(b))
+    if fft or (channels_last and not (wino and tuning.WINO_EVAL) and o <= tuning.NHWC_MAX_O
+               and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
         # a position's pieces of all maps are contiguous runs: the maxout is then a
         # vectorised select
@@ -350,7 +354,7 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
             maxout_into_k(z, pieces, n0, y, arg)
         else:
             mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
-    if use_winograd(d["C"], o, kh, kw, stride, oh, ow, bu is not None):
+    if wino:
         wino_chunks(x, w, b, pad, oh, ow, reduce)
     else:
         _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,

@@ -26,8 +26,10 @@ backward (nothing is stored between the passes).
 When (use_winograd, measured: tuning.WINO_MIN_C): the backward for stride-1 3x3 convs
 with >= 12 input maps (it won on every such training layer, 0.64-0.92x the im2col path's
 time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: the
-transforms vectorise along a row of tiles). Untied biases (O, OH, OW) stay on im2col;
-evaluation-mode calls (channels_last, bn_relu_conv2d_forward) keep their rows GEMM.
+transforms vectorise along a row of tiles); evaluation-mode conv2d_maxout_forward
+(channels_last) too (tuning.WINO_EVAL), then in CNHW. Untied biases (O, OH, OW) stay on
+im2col; bn_relu_conv2d_forward (the WRN's evaluation-mode convs: BN and ReLU folded into
+im2row's read) keeps its rows GEMM.
 
 Tile sizes: only F(2x2, 3x3). Its transforms' coefficients (0, +-1, +-1/2) are exact in
 binary, and its float32 error on fitnet-1 / fitnet-4 layers with CIFAR-10 activations was

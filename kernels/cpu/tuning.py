@@ -118,6 +118,12 @@ POOL_SELECT_MAX_TAPS = 4
 # WINO_MIN_P are the smallest measured (32 maps, 6x6 outputs); below them no data.
 WINO_MIN_C, WINO_MIN_O, WINO_MIN_P = 12, 32, 36
 WINO_FWD_MIN_CW = 320
+# Evaluation-mode conv2d_maxout_forward (channels_last) also by Winograd (CNHW out) where
+# the rule takes the forward, instead of the rows GEMM (NHWC). Whole inference passes
+# (benchmarks/ab_winograd_models.py --infer, batch 128, eval mode, no graph, WINO_EVAL on
+# / off alternating, median of 9, process CPU time, 2026-12-03, load 4-7): fitnet-4 0.78x,
+# fitnet-1 0.95x, mnist-fitnet 1.00x (its forward layers are below WINO_FWD_MIN_CW).
+WINO_EVAL = True
 # Elements of one chunk's V and M (16 (C + O) tiles, float32: 1 MB, the L2 of one core).
 # Measured (as above, Winograd forced, 2^16 / 2^17 / 2^18 / 2^19): the same within the
 # noise (+-10%) up to 2^18 on every layer; 2^19 was 5-40% slower on the 8x8 layers

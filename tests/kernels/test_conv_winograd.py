@@ -173,8 +173,14 @@ def test_dispatch_rule(monkeypatch):
     cpu.conv2d_backward(y, x, w, 1, 1, untied_bias=True)
     cpu.conv2d_maxout_forward(x[:, :c - 1], w[:, :c - 1], b, 1, 1, 2)   # too few input maps
     cpu.conv2d_backward(y, x[:, :c - 1], w[:, :c - 1], 1, 1)
-    cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, channels_last=True)   # evaluation: the rows path
+    monkeypatch.setattr(tuning, "WINO_EVAL", False)   # evaluation: then the rows path
+    cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, channels_last=True)
     assert calls == []
+    monkeypatch.setattr(tuning, "WINO_EVAL", True)
+    y, a = cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, (2, 2), (2, 2), True, channels_last=True)
+    assert calls == ["fwd"]
+    zr = ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
+    assert_close(y, ref.maxout_pool_forward(zr, 2, (2, 2), (2, 2), True)[0], 9 * 32, "evaluation forward")
 
 
 def force(monkeypatch, on):
