@@ -8,6 +8,7 @@ separate run of --repeat steps in that setting only, printing the process's peak
 
   env -u OPENBLAS_CORETYPE MINIFIT_NUM_THREADS=2 /work/main/.venv/bin/python benchmarks/ab_winograd_models.py
       [--models fitnet-1,fitnet-4] [--repeat 7] [--clock wall|cpu] [--rss on|off]
+      [--infer [--flag WINO_EVAL|WINO_BN_RELU]]
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def main():
     ap.add_argument("--clock", choices=sorted(CLOCK), default="wall")
     ap.add_argument("--rss", choices=["on", "off"], default=None)
     ap.add_argument("--infer", action="store_true",
-                    help="time inference (eval mode, no graph) with tuning.WINO_EVAL on / off instead")
+                    help="time inference (eval mode, no graph) with tuning.<--flag> on / off instead")
+    ap.add_argument("--flag", default="WINO_EVAL", choices=["WINO_EVAL", "WINO_BN_RELU"])
     a = ap.parse_args()
     clock = CLOCK[a.clock]
     if a.rss:
@@ -83,14 +85,14 @@ def main():
             train()
         print(f"{a.models} winograd {a.rss}: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
         return
-    print(f"batch {BATCH}, float32, {'inference (WINO_EVAL on / off)' if a.infer else 'training step'}, {a.clock} clock, median of {a.repeat} per side (alternating)")
+    print(f"batch {BATCH}, float32, {f'inference ({a.flag} on / off)' if a.infer else 'training step'}, {a.clock} clock, median of {a.repeat} per side (alternating)")
     for name in a.models.split(","):
         train = step_fn(name, a.infer)
         t = {True: [], False: []}
         for r in range(a.warmup + a.repeat):
             for on in (True, False):
                 if a.infer:
-                    tuning.WINO_EVAL = on
+                    setattr(tuning, a.flag, on)
                 else:
                     force(on)
                 t0 = clock()

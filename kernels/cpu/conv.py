@@ -10,6 +10,7 @@ Which path runs when (forward):
     ... K = C*kh*kw >= KSPLIT_MIN_K, im2col cut along the input maps,        CNHW
         few positions                products summed (long reductions)
   bn_relu_conv2d_forward (eval)      im2row reading relu(x*s + t), rows GEMM NHWC
+                                     (Winograd only with WINO_BN_RELU)
   conv2d_maxout_forward              as conv2d_forward, each chunk reduced   CNHW
                                      at once (pool.maxout_into_k /
                                      mopool_into_k): no conv output stored
@@ -151,7 +152,10 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         return y
     if residual is not None:  # (x beside it: the check also holds residual to x's dtype)
         check(fn, [Spec("residual", residual, (n, o, oh, ow)), Spec("x", x, ("N", "C", "H", "W"))])
-    if channels_last:   # the rows GEMM writes y's rows; the residual is added in place
+    # Winograd where the rule says; bn_relu_conv2d_forward (channels_last, evaluation) only
+    # with tuning.WINO_BN_RELU (measured slower: then CNHW out, the residual added in store)
+    wino = use_winograd(d["C"], o, d["kh"], d["kw"], stride, oh, ow) and (not channels_last or tuning.WINO_BN_RELU)
+    if channels_last and not wino:   # the rows GEMM writes y's rows; the residual is added in place
         yr = np.empty((n * p, o), dtype=dt)
         res = None if residual is None else nhwc_rows(residual)
 
@@ -162,7 +166,6 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         _conv_chunks(x, w, b, stride, pad, oh, ow, dt, add_residual, pre, True, rows_out=yr)
         return from_rows(yr, n, oh, ow)
     y = np.empty((o, n * p), dtype=dt)
-    wino = pre is None and use_winograd(d["C"], o, d["kh"], d["kw"], stride, oh, ow)
     rows = not wino and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x))
     res = y[:, :0] if residual is None else as_cfirst(residual).reshape(o, n * p)
 
@@ -175,7 +178,7 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         else:
             np.add(z.reshape(o, -1), res[:, c0:c1], out=y[:, c0:c1])
     if wino:
-        wino_chunks(x, w, b, pad, oh, ow, store)
+        wino_chunks(x, w, b, pad, oh, ow, store, pre)
     else:
         _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)

@@ -28,8 +28,9 @@ with >= 12 input maps (it won on every such training layer, 0.64-0.92x the im2co
 time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: the
 transforms vectorise along a row of tiles); evaluation-mode conv2d_maxout_forward
 (channels_last) too (tuning.WINO_EVAL), then in CNHW. Untied biases (O, OH, OW) stay on
-im2col; bn_relu_conv2d_forward (the WRN's evaluation-mode convs: BN and ReLU folded into
-im2row's read) keeps its rows GEMM.
+im2col; bn_relu_conv2d_forward (the WRN's evaluation-mode convs) keeps its NHWC rows GEMM
+unless tuning.WINO_BN_RELU (then BN and ReLU are folded into the input transform's read;
+measured slower, off).
 
 Tile sizes: only F(2x2, 3x3). Its transforms' coefficients (0, +-1, +-1/2) are exact in
 binary, and its float32 error on fitnet-1 / fitnet-4 layers with CIFAR-10 activations was
@@ -47,6 +48,7 @@ from numba import njit
 
 from . import runtime, tuning
 from .layouts import U, canon, nc, pl
+from .patches import no_pre
 from .runtime import kern, parallel, single_blas
 
 # the filter transform (_filter_k and its adjoint _filter_grad_k are this matrix, written out)
@@ -150,15 +152,25 @@ def chunk_samples(n, c, o, t_per, threads):
 # reading the 4x4 tile of one padded plane, stride 2 between tiles, ran the transforms at
 # 3-5x the GEMMs' time.)
 @njit(inline="always")
-def _split_plane(plane, H, W, ph, pw, Wh, xe, xo):
+def _split_plane(plane, H, W, ph, pw, Wh, xe, xo, pre, sc, sf):
     """Rows of ``plane`` (H, W) into the even / odd column scratches at padded offset
-    (ph, pw): padded column q = t + pw goes to xe (q even) or xo (q odd), index q // 2."""
+    (ph, pw): padded column q = t + pw goes to xe (q even) or xo (q odd), index q // 2.
+    With ``pre`` the copy is relu(plane * sc + sf) (an evaluation-mode batch norm and
+    ReLU folded into the read, as im2col_k's; the border stays 0: padding comes after)."""
     for h in range(H):
         r = U((h + ph) * Wh)
-        for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
-            xe[r + j] = plane[h, U(j + j - U(pw))]
-        for j in range(U(pw // 2), U((W + pw) // 2)):
-            xo[r + j] = plane[h, U(j + j + U(1) - U(pw))]
+        if pre:
+            for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
+                v = plane[h, U(j + j - U(pw))] * sc + sf
+                xe[r + j] = v if v > 0 else 0
+            for j in range(U(pw // 2), U((W + pw) // 2)):
+                v = plane[h, U(j + j + U(1) - U(pw))] * sc + sf
+                xo[r + j] = v if v > 0 else 0
+        else:
+            for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
+                xe[r + j] = plane[h, U(j + j - U(pw))]
+            for j in range(U(pw // 2), U((W + pw) // 2)):
+                xo[r + j] = plane[h, U(j + j + U(1) - U(pw))]
 
 
 @njit(inline="always")
@@ -173,11 +185,12 @@ def _merge_plane(xe, xo, H, W, ph, pw, Wh, plane):
 
 
 @kern
-def input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, v):
+def input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, v, pre, scale, shift):
     """V = B^T d B of every 4x4 input tile of samples n0..n0+m-1 into v (16, S >= C*m*th*tw)
     (row xi holds the (C, m*th*tw) matrix V[xi]):
     tile (a, b) of sample n covers the padded rows 2a..2a+3, columns 2b..2b+3 of each
-    plane (the scratches' zero border: the padding and the remainder tiles of odd maps)."""
+    plane (the scratches' zero border: the padding and the remainder tiles of odd maps).
+    ``pre, scale, shift``: as im2col_k's (patches.no_pre for a plain read)."""
     N, C = nc(xb, xcf)
     H = xb.shape[2]
     W = xb.shape[3]
@@ -187,9 +200,11 @@ def input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, v):
     T = th * tw
     vf = v.reshape(-1)
     ST = U(v.shape[1])   # stride between two points xi of v
+    one = np.ones(1, dtype=xb.dtype)[0]
     for n in range(m):
         for c in range(C):
-            _split_plane(pl(xb, xcf, n0 + n, c), H, W, ph, pw, Wh, xe, xo)
+            _split_plane(pl(xb, xcf, n0 + n, c), H, W, ph, pw, Wh, xe, xo, pre,
+                         scale[c] if pre else one, shift[c] if pre else one - one)
             for a in range(th):
                 o = U(c * m * T + n * T + a * tw)
                 r0 = U(2 * a * Wh)
@@ -443,10 +458,11 @@ def _stack(buf, rows, cols):
     return buf[:, :rows * cols].reshape(16, rows, cols)
 
 
-def wino_chunks(x, w, b, pad, oh, ow, consume):
+def wino_chunks(x, w, b, pad, oh, ow, consume, pre=None):
     """conv2d_forward(x, w, b, 1, pad) of a 3x3 kernel by F(2x2, 3x3), per chunk of samples
     over the thread pool: consume(z, n0) gets each chunk's output z (O, m, OH*OW) (valid
-    only during the call), the contract of conv._conv_chunks. b: None or tied (O,)."""
+    only during the call), the contract of conv._conv_chunks. b: None or tied (O,);
+    ``pre``: (True, scale, shift) reads relu(x * scale[c] + shift[c]) instead of x."""
     n, c = x.shape[0], x.shape[1]
     o = w.shape[0]
     dt = x.dtype
@@ -457,6 +473,7 @@ def wino_chunks(x, w, b, pad, oh, ow, consume):
     xb, xcf = canon(x)
     u = filter_transform(w)
     bias = np.zeros(o, dt) if b is None else np.ascontiguousarray(b)
+    pre = no_pre(dt) if pre is None else pre
     nb = chunk_samples(n, c, o, t1, runtime.GEMM_THREADS)
     bufs = {}
 
@@ -469,7 +486,7 @@ def wino_chunks(x, w, b, pad, oh, ow, consume):
         n0 = i * nb
         m = min(nb, n - n0)
         z = zb[:o * m * p].reshape(o, m, p)
-        input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb)
+        input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb, *pre)
         np.matmul(u, _stack(vb, c, m * t1), out=_stack(mb, o, m * t1))
         output_transform_k(mb, m, th, tw, oh, ow, bias, z)
         consume(z, n0)
@@ -507,7 +524,7 @@ def wino_backward(dyc, x, w, pad, need_dx):
         for i in range(chunks * g // groups, chunks * (g + 1) // groups):
             n0 = i * nb
             m = min(nb, n - n0)
-            input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb)
+            input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb, *no_pre(dt))
             output_adjoint_k(dyc, n0, m, th, tw, mb)
             v, dm = _stack(vb, c, m * t1), _stack(mb, o, m * t1)
             vt = v.transpose(0, 2, 1)

@@ -124,6 +124,12 @@ WINO_FWD_MIN_CW = 320
 # / off alternating, median of 9, process CPU time, 2026-12-03, load 4-7): fitnet-4 0.78x,
 # fitnet-1 0.95x, mnist-fitnet 1.00x (its forward layers are below WINO_FWD_MIN_CW).
 WINO_EVAL = True
+# bn_relu_conv2d_forward (the WRN's evaluation-mode convs) by Winograd (BN and ReLU folded
+# into the input transform's read, CNHW out, the residual added per chunk) instead of its
+# NHWC rows GEMM: wrn-10-2 inference 1.10x (CPU time) / 1.15x (wall) the rows path's
+# (--infer --flag WINO_BN_RELU, median of 11): the NHWC rows feed the next block without
+# a transpose. Off.
+WINO_BN_RELU = False
 # Elements of one chunk's V and M (16 (C + O) tiles, float32: 1 MB, the L2 of one core).
 # Measured (as above, Winograd forced, 2^16 / 2^17 / 2^18 / 2^19): the same within the
 # noise (+-10%) up to 2^18 on every layer; 2^19 was 5-40% slower on the 8x8 layers

@@ -249,3 +249,35 @@ def test_conv2d_forward_layouts(monkeypatch, layout):
     yr = ref.conv2d_forward(np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), None, 1, 1)
     assert_close(y0, yr, 144, "im2col")
     assert_close(y1, yr, 144, "winograd")
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_bn_relu_conv_evaluation(monkeypatch, residual):
+    """bn_relu_conv2d_forward (evaluation: BN and ReLU folded into the input transform's
+    read, the residual added in store) by Winograd (tuning.WINO_BN_RELU, off by default:
+    measured slower) equals the reference composition."""
+    rng = np.random.default_rng(7)
+    n, c, o, h = 3, 16, 32, 9
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    mean, var = rng.standard_normal(c).astype(np.float32), rng.uniform(0.5, 2, c).astype(np.float32)
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    res = rng.standard_normal((n, o, h, h)).astype(np.float32) if residual else None
+    calls = []
+    monkeypatch.setattr(cpu_conv, "wino_chunks", lambda *a, **k: (calls.append(1), cw.wino_chunks(*a, **k)))
+    force(monkeypatch, True)
+    monkeypatch.setattr(tuning, "WINO_BN_RELU", True)
+    y = cpu.bn_relu_conv2d_forward(x, gamma, beta, mean, var, 1e-5, w, None, 1, 1, res)
+    assert calls == [1]
+    a = ref.relu_forward(ref.batch_norm_inference(x.astype(np.float64), gamma.astype(np.float64),
+                                                  beta.astype(np.float64), mean.astype(np.float64),
+                                                  var.astype(np.float64), 1e-5))
+    yr = ref.conv2d_forward(a, w.astype(np.float64), None, 1, 1)
+    if residual:
+        yr = yr + res
+    assert_close(y, yr, 9 * c, "bn_relu_conv2d_forward")
+    monkeypatch.setattr(tuning, "WINO_BN_RELU", False)   # the default: the rows path
+    calls.clear()
+    y0 = cpu.bn_relu_conv2d_forward(x, gamma, beta, mean, var, 1e-5, w, None, 1, 1, res)
+    assert calls == []
+    assert_close(y0, yr, 9 * c, "rows path")
