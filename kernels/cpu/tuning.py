@@ -116,6 +116,12 @@ POOL_SELECT_MAX_TAPS = 4
 # along a row of OW/2 tiles; the GEMMs they save shrink with C): C * min(OH, OW) of the
 # losers 160-256, of the winners 352 and up (48 maps of 8x8, 384: a tie). WINO_MIN_O and
 # WINO_MIN_P are the smallest measured (32 maps, 6x6 outputs); below them no data.
+# Whole training steps with these rules, Winograd forced on / off alternating
+# (benchmarks/ab_winograd_models.py, batch 128, forward + cross-entropy + backward + SGD
+# momentum, median of 7): fitnet-1 0.82x (CPU time) / 0.86-0.89x (wall), fitnet-4 0.75x /
+# 0.72-0.75x, wrn-10-2 0.85x / 0.82-0.93x. Peak RSS of 3 steps (--rss): fitnet-4 545 MB
+# on, 509 off; fitnet-1 252 / 257 (V is recomputed in the backward, not stored; PyTorch's
+# peaks in BENCHMARKS.md: 1197 / 583 MB).
 WINO_MIN_C, WINO_MIN_O, WINO_MIN_P = 12, 32, 36
 WINO_FWD_MIN_CW = 320
 # Evaluation-mode conv2d_maxout_forward (channels_last) also by Winograd (CNHW out) where
