@@ -83,9 +83,11 @@ def main():
         train = step_fn(a.models)
         for _ in range(a.repeat):
             train()
-        print(f"{a.models} winograd {a.rss}: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{a.models} winograd {a.rss}: peak RSS {peak:.0f} MB")
         return
-    print(f"batch {BATCH}, float32, {f'inference ({a.flag} on / off)' if a.infer else 'training step'}, {a.clock} clock, median of {a.repeat} per side (alternating)")
+    what = f"inference ({a.flag} on / off)" if a.infer else "training step"
+    print(f"batch {BATCH}, float32, {what}, {a.clock} clock, median of {a.repeat} per side (alternating)")
     for name in a.models.split(","):
         train = step_fn(name, a.infer)
         t = {True: [], False: []}
