@@ -387,9 +387,9 @@ def _adj_cols(vf, i, ST):
 @kern
 def input_adjoint_k(dv, n0, m, ph, pw, th, tw, dxb, dcf):
     """dd = B dV B^T of every tile of dv (16, S) (row xi: the (C, m*th*tw) matrix dV[xi]),
-    the 4x4 dd of overlapping tiles summed into the even / odd column scratches, whose interior (the padding cropped)
-    overwrites the planes of samples n0..n0+m-1 of dx (its canonical buffer; CNHW with
-    ``dcf``). Each scratch column j gathers columns 2j, 2j+1 of tile j and 2j+2, 2j+3 of
+    the 4x4 dd of overlapping tiles summed into the even / odd column scratches, whose
+    interior (the padding cropped) overwrites the planes of samples n0..n0+m-1 of dx (its
+    canonical buffer; CNHW with ``dcf``). Each scratch column j gathers columns 2j, 2j+1 of tile j and 2j+2, 2j+3 of
     tile j-1 (a gather, not a scatter: no two iterations of the loop write one value)."""
     N, C = nc(dxb, dcf)
     H = dxb.shape[2]
