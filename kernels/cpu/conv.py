@@ -10,6 +10,7 @@ Which path runs when (forward):
     ... K = C*kh*kw >= KSPLIT_MIN_K, im2col cut along the input maps,        CNHW
         few positions                products summed (long reductions)
   bn_relu_conv2d_forward (eval)      im2row reading relu(x*s + t), rows GEMM NHWC
+                                     (Winograd only with WINO_BN_RELU)
   conv2d_maxout_forward              as conv2d_forward, each chunk reduced   CNHW
                                      at once (pool.maxout_into_k /
                                      mopool_into_k): no conv output stored
@@ -20,25 +21,33 @@ Which path runs when (forward):
         (>= 64 with channels_last)
   conv2d_forward, conv2d_maxout_     small padded maps (conv_small.use_small: CNHW (also with
   forward: stride 1, OH*OW >=        stride 1, output >= 1.6x the input's    channels_last)
-  1.6 H*W (before FFT; no pre)       positions): Wt @ x over the input's
+  1.6 H*W (first; no pre)            positions): Wt @ x over the input's
                                      positions, taps scattered to the output
+  conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW (also
+  forward                            per chunk V = B^T d B, 16 GEMMs         with
+    ... stride 1, 3x3, tied or no    U @ V, Y = A^T M A + b, then the same   channels_last:
+        bias, use_winograd           store / maxout reduction                WINO_EVAL)
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
 whole output in conv2d_forward).
 
-Which path runs when (backward, conv2d_backward and conv2d_maxout_backward), first match:
+Which path runs when (backward, conv2d_backward and conv2d_maxout_backward): the first
+that _backward_path finds, in this order:
 
   small padded maps (use_small(..., backward=True): output >= 1.4x the   dx CNHW
   input's positions): gather dz, GEMMs over the input's positions (conv_small)
   stride 1, kh*kw >= 25, min(C, O) >= 32, OH*OW >= 36: FFT, one complex   dx CNHW
   GEMM per frequency for each of dx, dw (conv_fft.fft_conv_backward)
+  stride-1 3x3, tied or no bias, use_winograd(..., backward=True):        dx CNHW
+  Winograd F(2x2, 3x3) (conv_winograd.wino_backward: dx the exact adjoint,
+  dw from the recomputed V)
   the rest: im2col and two GEMMs per chunk (conv2d_backward's docstring)  dx CNHW
 
 conv2d_maxout_backward makes each chunk of dz from dy and the maxout (+ pool) arg
 (pool.mo_bwd_chunk_k) right before that chunk's GEMMs (measured: tuning.py, beside
-SMALL_MIN_M); on the FFT path (which transforms the whole dz) and for untied biases it runs
-the composition.
+SMALL_MIN_M) on the small and im2col paths; the FFT and Winograd paths (which transform the
+whole dz) and untied biases run the composition.
 Every threshold is in tuning.py with its measurement; every path is held to
 kernels.reference by tests/kernels (test_reference_vs_cpu.py, test_conv_maxout_fused.py,
 test_conv_fft.py).
@@ -51,6 +60,7 @@ from ..shapes import Spec, check, check_pieces, conv_out, geometry, pool_out
 from . import runtime, tuning
 from .conv_fft import fft_conv_backward, fft_conv_rows, use_fft, use_fft_backward
 from .conv_small import small_backward, small_chunks, use_small
+from .conv_winograd import use_winograd, wino_backward, wino_chunks
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
 from .patches import chunk, col2im_k, im2col_k, im2row_k, no_pre
@@ -72,8 +82,8 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     dW^T += cols @ dY^T (cols = im2col(x) with a row of ones under it, so the tied db (O,)
     comes out of the same GEMM as its last row; ``untied_bias``: db (O, OH, OW) = dY summed
     over the samples) and dx = col2im(W^T @ dY) (in CNHW layout). Each worker
-    sums its chunks' dW, then the workers' sums are added. Large kernels over many maps
-    (conv_fft.use_fft_backward) go by FFT instead (conv_fft.fft_conv_backward)."""
+    sums its chunks' dW, then the workers' sums are added. Small padded maps, large kernels
+    over many maps and stride-1 3x3 convs take their own paths (_backward_path)."""
     fn = "conv2d_backward"
     d, dt = check(fn, [Spec("x", x, ("N", "C", "H", "W")), Spec("w", w, ("O", "C", "kh", "kw")),
                         Spec("dy", dy, ("N", "O", "OH", "OW"))])
@@ -83,25 +93,34 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     if (d["OH"], d["OW"]) != (oh, ow):
         raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
-    if _fft_backward(c, o, h, wd, kh, kw, (sh, sw), (ph, pw), oh, ow, need_dx):   # large kernels, many maps
+    path = _backward_path(c, o, h, wd, kh, kw, (sh, sw), (ph, pw), oh, ow, need_dx, untied_bias)
+    if path == "fft":   # large kernels, many maps
         return fft_conv_backward(dy, x, w, (ph, pw), need_dx, untied_bias)
     dyc = as_cfirst(dy)
+    if path == "winograd":   # stride-1 3x3
+        return wino_backward(dyc.reshape(o, n, oh, ow), x, w, (ph, pw), need_dx)
     return _conv_backward(lambda n0, m, _buf: dyc[:, n0:n0 + m], dyc, x, w, (sh, sw), (ph, pw), oh, ow, need_dx,
                           untied_bias)
 
 
-def _fft_backward(c, o, h, w, kh, kw, stride, pad, oh, ow, need_dx):
-    """The backward's rule: FFT where use_fft_backward says, unless the small-maps path
-    takes the layer (it beat the FFT on mnist-teacher h2: tuning.SMALL_BWD_MIN_GROWTH)."""
-    return (use_fft_backward(c, o, kh, kw, stride, oh, ow, need_dx)
-            and not use_small(h, w, kh, kw, stride, pad, backward=True))
+def _backward_path(c, o, h, w, kh, kw, stride, pad, oh, ow, need_dx, untied_bias):
+    """The backward's one rule: "small", "fft", "winograd" or "im2col" (the module
+    docstring's table). Small padded maps first: that path beat the FFT on mnist-teacher h2
+    (tuning.SMALL_BWD_MIN_GROWTH) and Winograd on mnist-fitnet h4 (tuning.WINO_MIN_C)."""
+    if use_small(h, w, kh, kw, stride, pad, backward=True):
+        return "small"
+    if use_fft_backward(c, o, kh, kw, stride, oh, ow, need_dx):
+        return "fft"
+    if use_winograd(c, o, kh, kw, stride, oh, ow, untied_bias, backward=True):
+        return "winograd"
+    return "im2col"
 
 
 def _conv_backward(dz_of, dyc, x, w, stride, pad, oh, ow, need_dx, untied_bias, dz_buf=False):
     """conv2d_backward on checked arguments; chunk n0..n0+m-1 of dz (O, m, OH*OW) is
     dz_of(n0, m, buf): a view of dy's CNHW buffer dyc, or (``dz_buf``) written into a
     per-thread buffer buf (O, nb, OH*OW) by the fused maxout backward (dyc then None:
-    untied biases need the whole dz)."""
+    untied biases need the whole dz). The small-maps and im2col paths."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     (sh, sw), (ph, pw) = stride, pad
@@ -175,7 +194,8 @@ def conv2d_maxout_backward(dy, arg, x, w, stride, pad, pieces, pool=None, pool_s
         yh, yw = oh, ow
     d2, _ = check(fn, [Spec("dy", dy, (n, o // pieces, yh, yw)), Spec("x", x, ("N", "C", "H", "W")),
                        Spec("arg", arg, (n, o // pieces, yh, yw), "int")])
-    if untied_bias or _fft_backward(d["C"], o, d["H"], d["W"], d["kh"], d["kw"], stride, pad, oh, ow, need_dx):
+    if untied_bias or _backward_path(d["C"], o, d["H"], d["W"], d["kh"], d["kw"], stride, pad, oh, ow, need_dx,
+                                     False) in ("fft", "winograd"):   # (these transform the whole dz)
         dz = maxout_backward(dy, arg, pieces) if pool is None else \
             maxout_pool_backward(dy, arg, (n, o, oh, ow), pieces)
         return conv2d_backward(dz, x, w, stride, pad, need_dx, untied_bias)
@@ -223,7 +243,13 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         return y
     if residual is not None:  # (x beside it: the check also holds residual to x's dtype)
         check(fn, [Spec("residual", residual, (n, o, oh, ow)), Spec("x", x, ("N", "C", "H", "W"))])
-    if channels_last:   # the rows GEMM writes y's rows; the residual is added in place
+    # small padded maps first (no pre-activation there); then Winograd where the rule says,
+    # for bn_relu_conv2d_forward (channels_last, evaluation) only with tuning.WINO_BN_RELU
+    # (measured slower: then CNHW out, the residual added in store)
+    small = pre is None and use_small(d["H"], d["W"], d["kh"], d["kw"], stride, pad)
+    wino = not small and use_winograd(d["C"], o, d["kh"], d["kw"], stride, oh, ow) and (
+        not channels_last or tuning.WINO_BN_RELU)
+    if channels_last and not wino:   # the rows GEMM writes y's rows; the residual is added in place
         yr = np.empty((n * p, o), dtype=dt)
         res = None if residual is None else nhwc_rows(residual)
 
@@ -234,8 +260,7 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         _conv_chunks(x, w, b, stride, pad, oh, ow, dt, add_residual, pre, True, rows_out=yr)
         return from_rows(yr, n, oh, ow)
     y = np.empty((o, n * p), dtype=dt)
-    small = pre is None and use_small(d["H"], d["W"], d["kh"], d["kw"], stride, pad)
-    rows = not small and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x))
+    rows = not (small or wino) and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x))
     res = y[:, :0] if residual is None else as_cfirst(residual).reshape(o, n * p)
 
     def store(z, n0):  # z (O, m, P), a view of the chunk's GEMM output
@@ -248,6 +273,8 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
             np.add(z.reshape(o, -1), res[:, c0:c1], out=y[:, c0:c1])
     if small:
         small_chunks(x, w, b, pad, oh, ow, dt, store)
+    elif wino:
+        wino_chunks(x, w, b, pad, oh, ow, store, pre)
     else:
         _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
@@ -361,8 +388,10 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     (y, arg), with the same arg encodings, in CNHW layout; with ``channels_last`` (for
     callers that will not run the backward pass, whose kernels expect CNHW) in NHWC
     layout when the rows orientation applies (C >= 8 input maps, or an NHWC x, and at most
-    tuning.NHWC_MAX_O conv maps). Large kernels over many maps (use_fft) take the FFT
-    convolution, then the same NHWC reduction."""
+    tuning.NHWC_MAX_O conv maps) and Winograd does not (use_winograd with
+    tuning.WINO_EVAL: then CNHW). Large kernels over many maps (use_fft) take the FFT
+    convolution, then the same NHWC reduction; stride-1 3x3 kernels (use_winograd)
+    Winograd F(2x2, 3x3), then the CNHW reduction."""
     fn = "conv2d_maxout_forward"
     d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
     n, o, kh, kw = d["N"], d["O"], d["kh"], d["kw"]
@@ -379,7 +408,9 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     # small padded maps first: their path beat the FFT's on mnist-teacher h2 (tuning.SMALL_*)
     small = use_small(d["H"], d["W"], kh, kw, stride, pad)   # (CNHW reduction below)
     fft = not small and use_fft(d["C"], kh, kw, stride, oh, ow, channels_last)
-    if fft or (not small and channels_last and o <= tuning.NHWC_MAX_O and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
+    wino = not small and use_winograd(d["C"], o, kh, kw, stride, oh, ow, _untied(b))
+    if fft or (channels_last and not small and not (wino and tuning.WINO_EVAL) and o <= tuning.NHWC_MAX_O
+               and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
         # a position's pieces of all maps are contiguous runs: the maxout is then a
         # vectorised select
@@ -426,6 +457,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
             mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
     if small:
         small_chunks(x, w, None if bu is not None else b, pad, oh, ow, dt, reduce)
+    elif wino:
+        wino_chunks(x, w, b, pad, oh, ow, reduce)
     else:
         _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
                      rows=_use_rows(d["C"], o, kh, kw), contiguous=True)

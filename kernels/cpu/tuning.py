@@ -180,3 +180,64 @@ SMALL_MIN_M = 16
 # at load 2.5-3 (benchmarks/ab_small.py --what fused --repeats 21): layer steps h1..h5
 # 1.01 0.84 0.93 0.89 0.97 (wall) / 0.95 1.00 0.91 0.97 0.94 (CPU); training step 0.90
 # (wall) / 0.97 (CPU), once 1.00 (wall, load < 1); never measurably slower.
+
+# ------------------------------------------------------------------ Winograd (conv_winograd.py)
+# Stride-1 3x3 convs go by Winograd F(2x2, 3x3): the backward (dx and dw) with at least
+# WINO_MIN_C input maps, WINO_MIN_O output maps and WINO_MIN_P output positions; the
+# forward also needs C * min(OH, OW) >= WINO_FWD_MIN_CW. Measured 2026-12-03, AMD EPYC
+# 2 cores shared with other jobs (load 4-6), batch 128, float32, 2 threads, x and dy CNHW,
+# process CPU time (benchmarks/ab_winograd.py --clock cpu --repeat 7: the two paths
+# alternating, median of 7), Winograd / im2col time, forward (conv2d_maxout_forward, or
+# conv2d_forward for the WRN) | backward (conv2d_backward):
+#   C x H x W -> O conv maps     fwd   bwd       C x H x W -> O            fwd   bwd
+#   32x32x32 -> 64  (fitnet-4)   0.67  0.74      16x32x32 -> 32 (fitnet-1)  0.83  0.73
+#   32x32x32 -> 96               0.63  0.68      16x32x32 -> 32, pool 2     0.89  0.69
+#   48x32x32 -> 96, pool 2       0.72  0.69      16x16x16 -> 64             1.11  0.73
+#   48x16x16 -> 160              0.70  0.70      32x16x16 -> 64             0.86  0.77
+#   80x16x16 -> 160              0.62  0.66      32x16x16 -> 64, pool 2     0.92  0.81
+#   80x16x16 -> 160, pool 2      0.62  0.68      32x8x8 -> 96               1.06  0.76
+#   80x8x8 -> 256                0.73  0.75      48x8x8 -> 96               0.98  0.82
+#   128x8x8 -> 256               0.88  0.87      48x8x8 -> 128, pool 8/1    0.96  0.81
+#   128x8x8 -> 256, pool 8/1     0.81  0.92      16x24x24 -> 32 (mnist-fitnet) 0.90 0.76
+#   16x32x32 -> 32 (wrn-10-2)    0.78  0.72      16x12x12 -> 32 (pad 0)     1.03  0.78
+#   32x32x32 -> 32               0.69  0.68      16x4x4 -> 48 (pad 3)       1.17  0.64
+#   64x16x16 -> 64               0.66  0.69      12x8x8 -> 48 (pad 0)       1.30  0.82
+#   128x8x8 -> 128               0.80  0.79      3x32x32 -> 64 (input)      1.50  1.63
+# The backward won on every layer but the 3-map input layer (12 maps and 6x6 outputs
+# still 0.82); the forward lost where few maps meet short rows (the transforms vectorise
+# along a row of OW/2 tiles; the GEMMs they save shrink with C): C * min(OH, OW) of the
+# losers 160-256, of the winners 352 and up (48 maps of 8x8, 384: a tie). WINO_MIN_O and
+# WINO_MIN_P are the smallest measured (32 maps, 6x6 outputs); below them no data.
+# Whole training steps with these rules, Winograd forced on / off alternating
+# (benchmarks/ab_winograd_models.py, batch 128, forward + cross-entropy + backward + SGD
+# momentum, median of 7): fitnet-1 0.82x (CPU time) / 0.86-0.89x (wall), fitnet-4 0.75x /
+# 0.72-0.75x, wrn-10-2 0.85x / 0.82-0.93x. Peak RSS of 3 steps (--rss): fitnet-4 545 MB
+# on, 509 off; fitnet-1 252 / 257 (V is recomputed in the backward, not stored; PyTorch's
+# peaks in BENCHMARKS.md: 1197 / 583 MB).
+WINO_MIN_C, WINO_MIN_O, WINO_MIN_P = 12, 32, 36
+WINO_FWD_MIN_CW = 320
+# Evaluation-mode conv2d_maxout_forward (channels_last) also by Winograd (CNHW out) where
+# the rule takes the forward, instead of the rows GEMM (NHWC). Whole inference passes
+# (benchmarks/ab_winograd_models.py --infer, batch 128, eval mode, no graph, WINO_EVAL on
+# / off alternating, median of 9, process CPU time, 2026-12-03, load 4-7): fitnet-4 0.78x,
+# fitnet-1 0.95x, mnist-fitnet 1.00x (its forward layers are below WINO_FWD_MIN_CW).
+WINO_EVAL = True
+# bn_relu_conv2d_forward (the WRN's evaluation-mode convs) by Winograd (BN and ReLU folded
+# into the input transform's read, CNHW out, the residual added per chunk) instead of its
+# NHWC rows GEMM: wrn-10-2 inference 1.10x (CPU time) / 1.15x (wall) the rows path's
+# (--infer --flag WINO_BN_RELU, median of 11): the NHWC rows feed the next block without
+# a transpose. Off.
+WINO_BN_RELU = False
+# Elements of one chunk's V and M (16 (C + O) tiles, float32: 1 MB, the L2 of one core).
+# Measured (as above, Winograd forced, 2^16 / 2^17 / 2^18 / 2^19): the same within the
+# noise (+-10%) up to 2^18 on every layer; 2^19 was 5-40% slower on the 8x8 layers
+# (128x8x8 -> 256: forward 81 / 91 / 89 / 126 ms).
+WINO_CHUNK_ELEMS = 1 << 18
+# Tile size: F(2x2, 3x3) only. Float32 error on fitnet-1 / fitnet-4 layers with CIFAR-10
+# activations (benchmarks/ab_winograd_error.py, max |err| / max |y| against float64):
+# F(2x2, 3x3) forward 2.3e-7 .. 5.3e-7 (the im2col path 4.2e-7 .. 1.2e-6: the Winograd sums
+# over C are 9x shorter), dx 2.6e-7 .. 1.0e-6 (im2col 1.7e-7 .. 4.6e-7), dw 1.3e-7 ..
+# 5.1e-7 (im2col 3.4e-7 .. 6.8e-7); F(4x4, 3x3) (float32 emulation, Lavin & Gray's points
+# 0, +-1, +-2, inf) forward 1.3e-6 .. 3.7e-6: 2-4x the im2col path's and up to 1.8x
+# eps sqrt(9C) (fitnet-4's 32x32x32 layer), the bound the kernels are tested to. So only
+# F(2x2, 3x3) (transform coefficients 0, +-1, +-1/2, exact in binary).

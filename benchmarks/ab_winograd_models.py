@@ -1,0 +1,111 @@
+"""Whole-network training step with the Winograd path forced on vs off, in one process.
+
+One training step as benchmarks/bench_models.py times it (forward, cross-entropy,
+backward, SGD with momentum and the max-norm constraints; batch 128, float32, train mode),
+on random inputs; the two settings alternate step by step (tuning.WINO_MIN_*, WINO_FWD_MIN_CW = 0 for on,
+10**9 for off), median of --repeat steps each after --warmup. With --rss on|off: a
+separate run of --repeat steps in that setting only, printing the process's peak RSS.
+
+  env -u OPENBLAS_CORETYPE MINIFIT_NUM_THREADS=2 /work/main/.venv/bin/python benchmarks/ab_winograd_models.py
+      [--models fitnet-1,fitnet-4] [--repeat 7] [--clock wall|cpu] [--rss on|off]
+      [--infer [--flag WINO_EVAL|WINO_BN_RELU]]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kernels.cpu import tuning  # noqa: E402
+
+BATCH = 128
+LR, MOMENTUM = 0.01, 0.9
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def force(on):
+    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW = (0,) * 4 if on else (10**9,) * 4
+
+
+def step_fn(name, infer=False):
+    from minifit import functional as F
+    from minifit import optim
+    from minifit import random as mrandom
+    from minifit.models import build
+    from minifit.tensor import Tensor
+    mrandom.manual_seed(1)
+    net = build(name, num_classes=100 if name.startswith("wrn") else 10)
+    shape = (1, 28, 28) if name.startswith("mnist") else (3, 32, 32)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH,) + shape).astype(np.float32)
+    y = rng.integers(0, 10, BATCH)
+    opt = optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+
+    if infer:
+        from minifit.tensor import no_grad
+
+        def run():
+            net.eval()
+            with no_grad():
+                return net(Tensor(x))
+        return run
+
+    def train():
+        net.train()
+        opt.zero_grad()
+        loss = F.cross_entropy(net(Tensor(x)), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return train
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="fitnet-1,fitnet-4")
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="wall")
+    ap.add_argument("--rss", choices=["on", "off"], default=None)
+    ap.add_argument("--infer", action="store_true",
+                    help="time inference (eval mode, no graph) with tuning.<--flag> on / off instead")
+    ap.add_argument("--flag", default="WINO_EVAL", choices=["WINO_EVAL", "WINO_BN_RELU"])
+    a = ap.parse_args()
+    clock = CLOCK[a.clock]
+    if a.rss:
+        force(a.rss == "on")
+        train = step_fn(a.models)
+        for _ in range(a.repeat):
+            train()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{a.models} winograd {a.rss}: peak RSS {peak:.0f} MB")
+        return
+    what = f"inference ({a.flag} on / off)" if a.infer else "training step"
+    print(f"batch {BATCH}, float32, {what}, {a.clock} clock, median of {a.repeat} per side (alternating)")
+    for name in a.models.split(","):
+        train = step_fn(name, a.infer)
+        t = {True: [], False: []}
+        for r in range(a.warmup + a.repeat):
+            for on in (True, False):
+                if a.infer:
+                    setattr(tuning, a.flag, on)
+                else:
+                    force(on)
+                t0 = clock()
+                train()
+                if r >= a.warmup:
+                    t[on].append((clock() - t0) * 1e3)
+        on, off = statistics.median(t[True]), statistics.median(t[False])
+        print(f"{name:14s} winograd on {on:8.1f} ms  off {off:8.1f} ms  ratio {on / off:.2f}"
+              f"   (on: {' '.join(f'{v:.0f}' for v in t[True])}; off: {' '.join(f'{v:.0f}' for v in t[False])})",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,547 @@
+"""Winograd minimal filtering F(2x2, 3x3) (Lavin & Gray 2016) for stride-1 3x3
+convolutions: forward, gradient to the input, gradient to the weights.
+
+Per 2x2 output tile (input tile d 4x4, kernel g 3x3, xi = 4*i + j over the 16 points):
+
+    forward   Y = A^T [ U (.) V ] A,   U = G g G^T,  V = B^T d B
+              sum over input maps c: M[xi] (O, T) = U[xi] (O, C) @ V[xi] (C, T)
+    dx        dM = A dY A^T,  dV[xi] = U[xi]^T @ dM[xi],  dd = B dV B^T, the 4x4 dd of
+              overlapping tiles summed into dx (the exact adjoint of the forward)
+    dw        dU[xi] = sum over tiles dM[xi] @ V[xi]^T,  dg = G^T dU G;  tied db = sum dY
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+T = m * th * tw tiles for a chunk of m samples (th = ceil(OH/2), tw = ceil(OW/2)); V and
+M are (16, S) stacks whose row xi holds the C-ordered (C, T) / (O, T) matrix V[xi] / M[xi]
+(S padded: stack_stride), so the 16 products are contiguous GEMMs (one np.matmul on the
+3-D views, single-threaded BLAS inside the thread pool). The input
+transform reads x in its canonical layout (NCHW or CNHW) through a per-plane scratch
+whose border stays zero (the padding, and the tile remainder of odd maps, on the fly:
+no padded copy of x); the output transform adds the tied bias and writes the chunk
+(O, m, OH*OW) that conv._conv_chunks' consumers take. V is recomputed from x in the
+backward (nothing is stored between the passes).
+
+When (use_winograd, measured: tuning.WINO_MIN_C): the backward for stride-1 3x3 convs
+with >= 12 input maps (it won on every such training layer, 0.64-0.92x the im2col path's
+time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: the
+transforms vectorise along a row of tiles); evaluation-mode conv2d_maxout_forward
+(channels_last) too (tuning.WINO_EVAL), then in CNHW. Untied biases (O, OH, OW) stay on
+im2col; bn_relu_conv2d_forward (the WRN's evaluation-mode convs) keeps its NHWC rows GEMM
+unless tuning.WINO_BN_RELU (then BN and ReLU are folded into the input transform's read;
+measured slower, off).
+
+Tile sizes: only F(2x2, 3x3). Its transforms' coefficients (0, +-1, +-1/2) are exact in
+binary, and its float32 error on fitnet-1 / fitnet-4 layers with CIFAR-10 activations was
+at or below the im2col path's (forward 2.3-5.3e-7 of max |y| against 4.2e-7-1.2e-6: the
+sums over C are 9x shorter; dx up to 2.3x im2col's, dw below it). F(4x4, 3x3) (points
+0, +-1, +-2, inf, emulated in float32) was 1.3-3.7e-6: 2-4x im2col's and above the tested
+bound eps sqrt(9C) on one layer, so it is not implemented (the measurements: tuning.py,
+after WINO_CHUNK_ELEMS). Error bound held by tests/kernels/test_conv_winograd.py: max |err| <= eps sqrt(K)
+max |ref|, K = 9C (forward), 9O (dx), N*OH*OW (dw, db).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import runtime, tuning
+from .layouts import U, canon, nc, pl
+from .patches import no_pre
+from .runtime import kern, parallel, single_blas
+
+# the filter transform (_filter_k and its adjoint _filter_grad_k are this matrix, written out)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def use_winograd(c, o, kh, kw, stride, oh, ow, untied=False, backward=False):
+    """True when a conv of c input maps, o output maps, kernel (kh, kw), ``stride``,
+    output (oh, ow) goes by Winograd F(2x2, 3x3) in the backward pass (``backward``) or
+    the forward: stride-1 3x3 kernels with at least tuning.WINO_MIN_C input maps,
+    tuning.WINO_MIN_O output maps and tuning.WINO_MIN_P output positions; the forward also
+    needs c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW (its transforms run along rows of
+    tiles: few maps of short rows lost). Untied biases (O, OH, OW) stay on the im2col path."""
+    if not (kh == 3 and kw == 3 and tuple(stride) == (1, 1) and not untied and c >= tuning.WINO_MIN_C
+            and o >= tuning.WINO_MIN_O and oh * ow >= tuning.WINO_MIN_P):
+        return False
+    return backward or c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW
+
+
+def filter_transform(w):
+    """w (O, C, 3, 3) -> U (16, O, C): U[4i+j] = (G g G^T)[i, j] for every (o, c)."""
+    o, c = w.shape[:2]
+    u = np.empty((16, o, c), dtype=w.dtype)
+    _filter_k(np.ascontiguousarray(w).reshape(o, c, 9), u)
+    return u
+
+
+def filter_grad(du):
+    """The adjoint of filter_transform: dU (16, O, C) -> dg (O, C, 3, 3) = G^T dU G."""
+    dg = np.empty((du.shape[1], du.shape[2], 9), dtype=du.dtype)
+    _filter_grad_k(np.ascontiguousarray(du), dg)
+    return dg.reshape(du.shape[1], du.shape[2], 3, 3)
+
+
+@kern
+def _filter_k(g, u):
+    """u[4i+j, o, c] = (G g[o, c] G^T)[i, j] (g (O, C, 9), row-major 3x3). Rows t = G g
+    (t0 = g0, t1 = (g0 + g1 + g2) / 2, t2 = (g0 - g1 + g2) / 2, t3 = g2), then the same
+    on the columns. (np.einsum took 17 ms for 256 x 128 kernels, this about 0.1.)"""
+    O = g.shape[0]
+    C = g.shape[1]
+    h = np.float32(0.5)   # (exact in float64 too)
+    t = np.empty((4, 3), dtype=g.dtype)
+    for o in range(O):
+        for c in range(C):
+            for l in range(3):
+                g0 = g[o, c, l]
+                g1 = g[o, c, 3 + l]
+                g2 = g[o, c, 6 + l]
+                t[0, l] = g0
+                t[1, l] = (g0 + g1 + g2) * h
+                t[2, l] = (g0 - g1 + g2) * h
+                t[3, l] = g2
+            for i in range(4):
+                u[4 * i, o, c] = t[i, 0]
+                u[4 * i + 1, o, c] = (t[i, 0] + t[i, 1] + t[i, 2]) * h
+                u[4 * i + 2, o, c] = (t[i, 0] - t[i, 1] + t[i, 2]) * h
+                u[4 * i + 3, o, c] = t[i, 2]
+
+
+@kern
+def _filter_grad_k(du, dg):
+    """dg[o, c] = G^T dU[:, o, c] G (dg (O, C, 9)): the transpose of _filter_k's two passes."""
+    O = du.shape[1]
+    C = du.shape[2]
+    h = np.float32(0.5)
+    s = np.empty((3, 4), dtype=du.dtype)
+    for o in range(O):
+        for c in range(C):
+            for j in range(4):
+                d0 = du[j, o, c]
+                d1 = du[4 + j, o, c]
+                d2 = du[8 + j, o, c]
+                d3 = du[12 + j, o, c]
+                s[0, j] = d0 + (d1 + d2) * h
+                s[1, j] = (d1 - d2) * h
+                s[2, j] = (d1 + d2) * h + d3
+            for k in range(3):
+                dg[o, c, 3 * k] = s[k, 0] + (s[k, 1] + s[k, 2]) * h
+                dg[o, c, 3 * k + 1] = (s[k, 1] - s[k, 2]) * h
+                dg[o, c, 3 * k + 2] = (s[k, 1] + s[k, 2]) * h + s[k, 3]
+
+
+def tiles(oh, ow):
+    """(th, tw): 2x2 output tiles per column / row of the map."""
+    return (oh + 1) // 2, (ow + 1) // 2
+
+
+def chunk_samples(n, c, o, t_per, threads):
+    """Samples per chunk: the chunk's V and M (16 (C + O) T elements) under
+    tuning.WINO_CHUNK_ELEMS, at least one sample, every thread at least one chunk."""
+    nb = max(1, tuning.WINO_CHUNK_ELEMS // (16 * (c + o) * t_per))
+    return max(1, min(nb, -(-n // threads)))
+
+
+# ------------------------------------------------------------------ the tile transforms
+# Every tile loop runs along a row of tiles b with contiguous loads and stores (the 16
+# points' rows of v / M are contiguous in the tile index), so LLVM vectorises it: the
+# padded input plane is kept as its even and odd columns (xe, xo: (2*th+2, tw+1)), so
+# the columns 2b..2b+3 of tile b are xe[b], xo[b], xe[b+1], xo[b+1]. (A first version
+# reading the 4x4 tile of one padded plane, stride 2 between tiles, ran the transforms at
+# 3-5x the GEMMs' time.)
+@njit(inline="always")
+def _split_plane(plane, H, W, ph, pw, Wh, xe, xo, pre, sc, sf):
+    """Rows of ``plane`` (H, W) into the even / odd column scratches at padded offset
+    (ph, pw): padded column q = t + pw goes to xe (q even) or xo (q odd), index q // 2.
+    With ``pre`` the copy is relu(plane * sc + sf) (an evaluation-mode batch norm and
+    ReLU folded into the read, as im2col_k's; the border stays 0: padding comes after)."""
+    for h in range(H):
+        r = U((h + ph) * Wh)
+        if pre:
+            for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
+                v = plane[h, U(j + j - U(pw))] * sc + sf
+                xe[r + j] = v if v > 0 else 0
+            for j in range(U(pw // 2), U((W + pw) // 2)):
+                v = plane[h, U(j + j + U(1) - U(pw))] * sc + sf
+                xo[r + j] = v if v > 0 else 0
+        else:
+            for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
+                xe[r + j] = plane[h, U(j + j - U(pw))]
+            for j in range(U(pw // 2), U((W + pw) // 2)):
+                xo[r + j] = plane[h, U(j + j + U(1) - U(pw))]
+
+
+@njit(inline="always")
+def _merge_plane(xe, xo, H, W, ph, pw, Wh, plane):
+    """The inverse of _split_plane: plane[h, t] = padded (h + ph, t + pw) of xe / xo."""
+    for h in range(H):
+        r = U((h + ph) * Wh)
+        for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
+            plane[h, U(j + j - U(pw))] = xe[r + j]
+        for j in range(U(pw // 2), U((W + pw) // 2)):
+            plane[h, U(j + j + U(1) - U(pw))] = xo[r + j]
+
+
+@kern
+def input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, v, pre, scale, shift):
+    """V = B^T d B of every 4x4 input tile of samples n0..n0+m-1 into v (16, S >= C*m*th*tw)
+    (row xi holds the (C, m*th*tw) matrix V[xi]):
+    tile (a, b) of sample n covers the padded rows 2a..2a+3, columns 2b..2b+3 of each
+    plane (the scratches' zero border: the padding and the remainder tiles of odd maps).
+    ``pre, scale, shift``: as im2col_k's (patches.no_pre for a plain read)."""
+    N, C = nc(xb, xcf)
+    H = xb.shape[2]
+    W = xb.shape[3]
+    Wh = tw + 1
+    xe = np.zeros((2 * th + 2) * Wh, dtype=xb.dtype)
+    xo = np.zeros((2 * th + 2) * Wh, dtype=xb.dtype)
+    T = th * tw
+    vf = v.reshape(-1)
+    ST = U(v.shape[1])   # stride between two points xi of v
+    one = np.ones(1, dtype=xb.dtype)[0]
+    for n in range(m):
+        for c in range(C):
+            _split_plane(pl(xb, xcf, n0 + n, c), H, W, ph, pw, Wh, xe, xo, pre,
+                         scale[c] if pre else one, shift[c] if pre else one - one)
+            for a in range(th):
+                o = U(c * m * T + n * T + a * tw)
+                r0 = U(2 * a * Wh)
+                r1 = r0 + U(Wh)
+                r2 = r1 + U(Wh)
+                r3 = r2 + U(Wh)
+                for b in range(U(tw)):
+                    b1 = b + U(1)
+                    # rows (B^T d) at the tile's columns 2b, 2b+1, 2b+2, 2b+3
+                    a0 = xe[r0 + b] - xe[r2 + b]
+                    a1 = xo[r0 + b] - xo[r2 + b]
+                    a2 = xe[r0 + b1] - xe[r2 + b1]
+                    a3 = xo[r0 + b1] - xo[r2 + b1]
+                    c0 = xe[r1 + b] + xe[r2 + b]
+                    c1 = xo[r1 + b] + xo[r2 + b]
+                    c2 = xe[r1 + b1] + xe[r2 + b1]
+                    c3 = xo[r1 + b1] + xo[r2 + b1]
+                    d0 = xe[r2 + b] - xe[r1 + b]
+                    d1 = xo[r2 + b] - xo[r1 + b]
+                    d2 = xe[r2 + b1] - xe[r1 + b1]
+                    d3 = xo[r2 + b1] - xo[r1 + b1]
+                    e0 = xe[r1 + b] - xe[r3 + b]
+                    e1 = xo[r1 + b] - xo[r3 + b]
+                    e2 = xe[r1 + b1] - xe[r3 + b1]
+                    e3 = xo[r1 + b1] - xo[r3 + b1]
+                    # columns ((.) B)
+                    i = o + b
+                    vf[i] = a0 - a2
+                    vf[i + ST] = a1 + a2
+                    vf[i + U(2) * ST] = a2 - a1
+                    vf[i + U(3) * ST] = a1 - a3
+                    vf[i + U(4) * ST] = c0 - c2
+                    vf[i + U(5) * ST] = c1 + c2
+                    vf[i + U(6) * ST] = c2 - c1
+                    vf[i + U(7) * ST] = c1 - c3
+                    vf[i + U(8) * ST] = d0 - d2
+                    vf[i + U(9) * ST] = d1 + d2
+                    vf[i + U(10) * ST] = d2 - d1
+                    vf[i + U(11) * ST] = d1 - d3
+                    vf[i + U(12) * ST] = e0 - e2
+                    vf[i + U(13) * ST] = e1 + e2
+                    vf[i + U(14) * ST] = e2 - e1
+                    vf[i + U(15) * ST] = e1 - e3
+
+
+@kern
+def output_transform_k(mm, m, th, tw, oh, ow, bias, z):
+    """Y = A^T M A + bias[o] of every tile of mm (16, S) (row xi: the (O, m*th*tw) matrix M[xi]) into the chunk z
+    (O, m, oh*ow) (bias (O,): zeros for none); the remainder tiles of odd maps write only
+    their first row / column."""
+    O = z.shape[0]
+    T = th * tw
+    mf = mm.reshape(-1)
+    zf = z.reshape(-1)
+    P = oh * ow
+    ST = U(mm.shape[1])
+    fw = ow // 2   # full tiles in a row
+    rows = U(2)
+    for o in range(O):
+        bo = bias[o]
+        for n in range(m):
+            zo = U((o * m + n) * P)
+            for a in range(th):
+                i0 = U(o * m * T + n * T + a * tw)
+                y0 = zo + U(2 * a * ow)
+                rows = U(2) if 2 * a + 1 < oh else U(1)
+                for b in range(U(tw)):
+                    i = i0 + b
+                    # rows (A^T M), then columns
+                    r0 = mf[i] + mf[i + U(4) * ST] + mf[i + U(8) * ST]
+                    r1 = mf[i + ST] + mf[i + U(5) * ST] + mf[i + U(9) * ST]
+                    r2 = mf[i + U(2) * ST] + mf[i + U(6) * ST] + mf[i + U(10) * ST]
+                    r3 = mf[i + U(3) * ST] + mf[i + U(7) * ST] + mf[i + U(11) * ST]
+                    s0 = mf[i + U(4) * ST] - mf[i + U(8) * ST] - mf[i + U(12) * ST]
+                    s1 = mf[i + U(5) * ST] - mf[i + U(9) * ST] - mf[i + U(13) * ST]
+                    s2 = mf[i + U(6) * ST] - mf[i + U(10) * ST] - mf[i + U(14) * ST]
+                    s3 = mf[i + U(7) * ST] - mf[i + U(11) * ST] - mf[i + U(15) * ST]
+                    q = y0 + b + b
+                    if b < U(fw):
+                        zf[q] = r0 + r1 + r2 + bo
+                        zf[q + U(1)] = r1 - r2 - r3 + bo
+                        if rows == U(2):
+                            zf[q + U(ow)] = s0 + s1 + s2 + bo
+                            zf[q + U(ow + 1)] = s1 - s2 - s3 + bo
+                    else:
+                        zf[q] = r0 + r1 + r2 + bo
+                        if rows == U(2):
+                            zf[q + U(ow)] = s0 + s1 + s2 + bo
+
+
+@kern
+def output_adjoint_k(dyb, n0, m, th, tw, dm):
+    """dM = A dY A^T of every 2x2 tile of samples n0..n0+m-1 of dyb (O, N, oh, ow) (the
+    remainder tiles of odd maps padded with zeros) into dm (16, S) (row xi: the (O, m*th*tw) matrix
+    dM[xi])."""
+    O = dyb.shape[0]
+    oh = dyb.shape[2]
+    ow = dyb.shape[3]
+    T = th * tw
+    df = dm.reshape(-1)
+    ST = U(dm.shape[1])
+    fh = oh // 2
+    fw = ow // 2
+    zero = np.zeros(1, dyb.dtype)[0]
+    for o in range(O):
+        for n in range(m):
+            p = dyb[o, n0 + n].reshape(-1)
+            for a in range(th):
+                i0 = U(o * m * T + n * T + a * tw)
+                q0 = U(2 * a * ow)
+                full_a = a < fh
+                for b in range(U(tw)):
+                    q = q0 + b + b
+                    full_b = b < U(fw)
+                    y00 = p[q]
+                    y01 = p[q + U(1)] if full_b else zero
+                    y10 = p[q + U(ow)] if full_a else zero
+                    y11 = p[q + U(ow + 1)] if (full_a and full_b) else zero
+                    # rows (A dY, A = [[1, 0], [1, 1], [1, -1], [0, -1]]), then columns
+                    s0 = y00 + y01
+                    s1 = y00 - y01
+                    u0 = y10 + y11
+                    u1 = y10 - y11
+                    i = i0 + b
+                    df[i] = y00
+                    df[i + ST] = s0
+                    df[i + U(2) * ST] = s1
+                    df[i + U(3) * ST] = -y01
+                    df[i + U(4) * ST] = y00 + y10
+                    df[i + U(5) * ST] = s0 + u0
+                    df[i + U(6) * ST] = s1 + u1
+                    df[i + U(7) * ST] = -y01 - y11
+                    df[i + U(8) * ST] = y00 - y10
+                    df[i + U(9) * ST] = s0 - u0
+                    df[i + U(10) * ST] = s1 - u1
+                    df[i + U(11) * ST] = y11 - y01
+                    df[i + U(12) * ST] = -y10
+                    df[i + U(13) * ST] = -u0
+                    df[i + U(14) * ST] = -u1
+                    df[i + U(15) * ST] = y11
+
+
+@njit(inline="always")
+def _adj_cols(vf, i, ST):
+    """Tile i of dV (16 points, stride ST): the row pass of B dV B^T (per padded row k of
+    the tile, e_k(l) = (B dV)[k, l]), then its column pass split by where it lands:
+    (col 2b, col 2b+1, col 2b+2, col 2b+3) for each row k, 16 values."""
+    v00 = vf[i]
+    v01 = vf[i + ST]
+    v02 = vf[i + U(2) * ST]
+    v03 = vf[i + U(3) * ST]
+    v10 = vf[i + U(4) * ST]
+    v11 = vf[i + U(5) * ST]
+    v12 = vf[i + U(6) * ST]
+    v13 = vf[i + U(7) * ST]
+    v20 = vf[i + U(8) * ST]
+    v21 = vf[i + U(9) * ST]
+    v22 = vf[i + U(10) * ST]
+    v23 = vf[i + U(11) * ST]
+    v30 = vf[i + U(12) * ST]
+    v31 = vf[i + U(13) * ST]
+    v32 = vf[i + U(14) * ST]
+    v33 = vf[i + U(15) * ST]
+    # rows: B dV (d0 = v0, d1 = v1 - v2 + v3, d2 = v1 + v2 - v0, d3 = -v3)
+    e10 = v10 - v20 + v30
+    e11 = v11 - v21 + v31
+    e12 = v12 - v22 + v32
+    e13 = v13 - v23 + v33
+    e20 = v10 + v20 - v00
+    e21 = v11 + v21 - v01
+    e22 = v12 + v22 - v02
+    e23 = v13 + v23 - v03
+    # columns: (.) B^T, the same combinations
+    return (v00, v01 - v02 + v03, v01 + v02 - v00, -v03,
+            e10, e11 - e12 + e13, e11 + e12 - e10, -e13,
+            e20, e21 - e22 + e23, e21 + e22 - e20, -e23,
+            -v30, v32 - v31 - v33, v30 - v31 - v32, v33)
+
+
+@kern
+def input_adjoint_k(dv, n0, m, ph, pw, th, tw, dxb, dcf):
+    """dd = B dV B^T of every tile of dv (16, S) (row xi: the (C, m*th*tw) matrix dV[xi]),
+    the 4x4 dd of overlapping tiles summed into the even / odd column scratches, whose
+    interior (the padding cropped) overwrites the planes of samples n0..n0+m-1 of dx (its
+    canonical buffer; CNHW with ``dcf``). Each scratch column j gathers columns 2j, 2j+1 of tile j and 2j+2, 2j+3 of
+    tile j-1 (a gather, not a scatter: no two iterations of the loop write one value)."""
+    N, C = nc(dxb, dcf)
+    H = dxb.shape[2]
+    W = dxb.shape[3]
+    Wh = tw + 1
+    xe = np.empty((2 * th + 2) * Wh, dtype=dxb.dtype)
+    xo = np.empty((2 * th + 2) * Wh, dtype=dxb.dtype)
+    T = th * tw
+    vf = dv.reshape(-1)
+    ST = U(dv.shape[1])
+    for n in range(m):
+        for c in range(C):
+            xe[:] = 0
+            xo[:] = 0
+            for a in range(th):
+                i0 = U(c * m * T + n * T + a * tw)
+                r0 = U(2 * a * Wh)
+                r1 = r0 + U(Wh)
+                r2 = r1 + U(Wh)
+                r3 = r2 + U(Wh)
+                f = _adj_cols(vf, i0, ST)   # j = 0: tile 0's first two columns
+                xe[r0] += f[0]
+                xo[r0] += f[1]
+                xe[r1] += f[4]
+                xo[r1] += f[5]
+                xe[r2] += f[8]
+                xo[r2] += f[9]
+                xe[r3] += f[12]
+                xo[r3] += f[13]
+                for j in range(U(1), U(tw)):
+                    f = _adj_cols(vf, i0 + j, ST)
+                    g = _adj_cols(vf, i0 + j - U(1), ST)
+                    xe[r0 + j] += f[0] + g[2]
+                    xo[r0 + j] += f[1] + g[3]
+                    xe[r1 + j] += f[4] + g[6]
+                    xo[r1 + j] += f[5] + g[7]
+                    xe[r2 + j] += f[8] + g[10]
+                    xo[r2 + j] += f[9] + g[11]
+                    xe[r3 + j] += f[12] + g[14]
+                    xo[r3 + j] += f[13] + g[15]
+                j = U(tw)   # tile tw-1's last two columns
+                g = _adj_cols(vf, i0 + j - U(1), ST)
+                xe[r0 + j] += g[2]
+                xo[r0 + j] += g[3]
+                xe[r1 + j] += g[6]
+                xo[r1 + j] += g[7]
+                xe[r2 + j] += g[10]
+                xo[r2 + j] += g[11]
+                xe[r3 + j] += g[14]
+                xo[r3 + j] += g[15]
+            _merge_plane(xe, xo, H, W, ph, pw, Wh, pl(dxb, dcf, n0 + n, c))
+
+
+# ------------------------------------------------------------------ the passes
+def stack_stride(k):
+    """Elements between two points xi of a (16, S) stack whose rows hold k elements: k
+    rounded up to 256, plus 32, so that the 16 rows' streams never sit a multiple of 4 KiB
+    apart. (With S = k the transforms of 16x16 and 32x32 maps, k a multiple of 1024, ran
+    3-7x slower than those of 24x24 maps per element: every point's store went to the same
+    cache set.)"""
+    return -(-k // 256) * 256 + 32
+
+
+def _stack(buf, rows, cols):
+    """The (16, rows, cols) matrices at the start of each row of a (16, S) stack (a view)."""
+    return buf[:, :rows * cols].reshape(16, rows, cols)
+
+
+def wino_chunks(x, w, b, pad, oh, ow, consume, pre=None):
+    """conv2d_forward(x, w, b, 1, pad) of a 3x3 kernel by F(2x2, 3x3), per chunk of samples
+    over the thread pool: consume(z, n0) gets each chunk's output z (O, m, OH*OW) (valid
+    only during the call), the contract of conv._conv_chunks. b: None or tied (O,);
+    ``pre``: (True, scale, shift) reads relu(x * scale[c] + shift[c]) instead of x."""
+    n, c = x.shape[0], x.shape[1]
+    o = w.shape[0]
+    dt = x.dtype
+    ph, pw = pad
+    th, tw = tiles(oh, ow)
+    t1 = th * tw
+    p = oh * ow
+    xb, xcf = canon(x)
+    u = filter_transform(w)
+    bias = np.zeros(o, dt) if b is None else np.ascontiguousarray(b)
+    pre = no_pre(dt) if pre is None else pre
+    nb = chunk_samples(n, c, o, t1, runtime.GEMM_THREADS)
+    bufs = {}
+
+    def task(i, wid):
+        got = bufs.get(wid)
+        if got is None:
+            got = bufs[wid] = (np.empty((16, stack_stride(c * nb * t1)), dt),
+                               np.empty((16, stack_stride(o * nb * t1)), dt), np.empty(o * nb * p, dt))
+        vb, mb, zb = got
+        n0 = i * nb
+        m = min(nb, n - n0)
+        z = zb[:o * m * p].reshape(o, m, p)
+        input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb, *pre)
+        np.matmul(u, _stack(vb, c, m * t1), out=_stack(mb, o, m * t1))
+        output_transform_k(mb, m, th, tw, oh, ow, bias, z)
+        consume(z, n0)
+
+    with single_blas():
+        parallel(task, -(-n // nb), runtime.GEMM_THREADS)
+
+
+def wino_backward(dyc, x, w, pad, need_dx):
+    """conv2d_backward of a stride-1 3x3 conv by F(2x2, 3x3), tied or no bias -> (dx in
+    CNHW layout | None, dw (O, C, 3, 3), db (O,)). dyc: dy as a C-contiguous (O, N, OH, OW)
+    buffer. Per chunk of samples: V from x (recomputed), dM from dy, dU += dM @ V^T, and
+    with ``need_dx`` dV = U^T @ dM into V's buffer, then its adjoint transform into dx.
+    dU is summed in a fixed order whatever the thread scheduling (as conv2d_backward):
+    group g adds its contiguous run of chunks in order, then the groups are added in order."""
+    o, n, oh, ow = dyc.shape
+    c = x.shape[1]
+    h, wd = x.shape[2], x.shape[3]
+    dt = x.dtype
+    ph, pw = pad
+    th, tw = tiles(oh, ow)
+    t1 = th * tw
+    xb, xcf = canon(x)
+    ut = np.ascontiguousarray(filter_transform(w).transpose(0, 2, 1)) if need_dx else None
+    nb = chunk_samples(n, c, o, t1, runtime.GEMM_THREADS)
+    dxb = np.empty((c, n, h, wd), dtype=dt) if need_dx else None
+    chunks = -(-n // nb)
+    groups = min(runtime.GEMM_THREADS, chunks)
+    acc = [None] * groups
+
+    def task(g, _w):
+        vb = np.empty((16, stack_stride(c * nb * t1)), dt)
+        mb = np.empty((16, stack_stride(o * nb * t1)), dt)
+        tmp = None
+        for i in range(chunks * g // groups, chunks * (g + 1) // groups):
+            n0 = i * nb
+            m = min(nb, n - n0)
+            input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb, *no_pre(dt))
+            output_adjoint_k(dyc, n0, m, th, tw, mb)
+            v, dm = _stack(vb, c, m * t1), _stack(mb, o, m * t1)
+            vt = v.transpose(0, 2, 1)
+            if acc[g] is None:
+                acc[g] = np.matmul(dm, vt)
+                tmp = np.empty_like(acc[g])
+            else:
+                np.matmul(dm, vt, out=tmp)
+                acc[g] += tmp
+            if need_dx:
+                np.matmul(ut, dm, out=v)   # V is dead: dV takes its buffer
+                input_adjoint_k(vb, n0, m, ph, pw, th, tw, dxb, True)
+
+    with single_blas():
+        parallel(task, groups, runtime.GEMM_THREADS)
+    total = acc[0]
+    for a in acc[1:]:
+        total = total + a
+    db = dyc.reshape(o, -1).sum(axis=1)
+    return (dxb.swapaxes(0, 1) if need_dx else None), filter_grad(total), db

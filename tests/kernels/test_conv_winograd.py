@@ -1,0 +1,283 @@
+"""kernels.cpu.conv_winograd (Winograd F(2x2, 3x3)) against kernels.reference, and the
+conv paths that dispatch to it against the im2col path.
+
+The float32 bound: max |err| <= BOUND * eps * sqrt(K) * max |ref|, K the length of the sums
+behind one output value (forward 9 C, dx 9 O, dw and db N OH OW). Measured on fitnet-1 /
+fitnet-4 layers with CIFAR-10 activations (benchmarks/ab_winograd_error.py): the forward
+at 0.10-0.19, dx at 0.15-0.26, dw at 0.06-0.21 of eps sqrt(K) (the im2col path: 0.10-0.48).
+BOUND = 1 leaves room for random data; a transposed or shifted kernel, a missed tile or a
+wrong padding is off by O(1) of max |ref| (test_bound_catches_wrong_kernel)."""
+import numpy as np
+import pytest
+
+from kernels import cpu, reference as ref
+from kernels.cpu import conv as cpu_conv, conv_winograd as cw, runtime, tuning
+
+BOUND = {np.float32: 1.0, np.float64: 1.0}
+
+
+def tol(dt, k, scale):
+    return BOUND[dt] * np.finfo(dt).eps * np.sqrt(k) * scale
+
+
+def assert_close(got, want, k, what):
+    want = np.asarray(want, dtype=np.float64)
+    err = np.abs(np.asarray(got, np.float64) - want).max()
+    t = tol(got.dtype.type, k, np.abs(want).max())
+    assert err <= t, f"{what}: max |err| {err:.3e} > bound {t:.3e} (K = {k})"
+
+
+def cnhw(a):
+    return np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1)
+
+
+def forward(x, w, b, pad):
+    """wino_chunks collected into an (N, O, OH, OW) array."""
+    n, o = x.shape[0], w.shape[0]
+    oh, ow = x.shape[2] + 2 * pad - 2, x.shape[3] + 2 * pad - 2
+    y = np.full((o, n, oh * ow), np.nan, dtype=x.dtype)
+
+    def put(z, n0):
+        y[:, n0:n0 + z.shape[1]] = z
+    cw.wino_chunks(x, w, b, (pad, pad), oh, ow, put)
+    return y.reshape(o, n, oh, ow).swapaxes(0, 1)
+
+
+# (N, C, O, H, W, pad): odd maps (remainder tiles), pad 0..3, maps of 1x1 to 33 columns
+CASES = [(3, 1, 1, 5, 5, 1), (4, 5, 7, 9, 7, 1), (2, 16, 32, 8, 8, 1), (5, 3, 4, 3, 3, 0), (2, 6, 5, 11, 6, 0),
+         (3, 33, 9, 6, 5, 2), (2, 16, 48, 4, 4, 3), (7, 12, 24, 8, 8, 0), (2, 8, 16, 33, 32, 1), (1, 4, 3, 1, 2, 1)]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+@pytest.mark.parametrize("case", CASES)
+def test_matches_reference(case, layout, dt):
+    n, c, o, h, wd, pad = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x = rng.standard_normal((n, c, h, wd)).astype(dt)
+    w = rng.standard_normal((o, c, 3, 3)).astype(dt)
+    b = rng.standard_normal(o).astype(dt)
+    xin = cnhw(x) if layout == "cnhw" else x
+    y = forward(xin, w, b, pad)
+    yr = ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, pad)
+    assert y.dtype == dt and y.shape == yr.shape
+    assert_close(y, yr, 9 * c, "forward")
+    assert_close(forward(xin, w, None, pad), yr - b[:, None, None], 9 * c, "forward, no bias")
+    dy = rng.standard_normal(yr.shape).astype(dt)
+    dxr, dwr, dbr = ref.conv2d_backward(dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), 1, pad)
+    dx, dw, db = cw.wino_backward(np.ascontiguousarray(dy.swapaxes(0, 1)), xin, w, (pad, pad), True)
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (o,)
+    assert dx.dtype == dw.dtype == db.dtype == dt
+    p = yr.shape[2] * yr.shape[3]
+    assert_close(dx, dxr, 9 * o, "dx")
+    assert_close(dw, dwr, n * p, "dw")
+    assert_close(db, dbr, n * p, "db")
+    none, dw2, db2 = cw.wino_backward(np.ascontiguousarray(dy.swapaxes(0, 1)), xin, w, (pad, pad), False)
+    assert none is None
+    np.testing.assert_array_equal(dw2, dw)
+    np.testing.assert_array_equal(db2, db)
+
+
+def test_chunks_and_threads(monkeypatch):
+    """Many chunks (a tiny WINO_CHUNK_ELEMS), a partial last chunk, 2 threads: the same
+    values; dw of two equal runs bitwise equal (the fixed-order reduction)."""
+    rng = np.random.default_rng(1)
+    x = cnhw(rng.standard_normal((11, 8, 7, 9)).astype(np.float32))
+    w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
+    dy = cnhw(rng.standard_normal((11, 12, 7, 9)).astype(np.float32))
+    monkeypatch.setattr(runtime, "GEMM_THREADS", 2)
+    monkeypatch.setattr(runtime, "NT", 2)
+    monkeypatch.setattr(tuning, "WINO_CHUNK_ELEMS", 1)   # one sample per chunk
+    y = forward(x, w, None, 1)
+    assert_close(y, ref.conv2d_forward(np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), None, 1, 1),
+                 72, "forward")
+    dyc = np.ascontiguousarray(dy.swapaxes(0, 1))
+    runs = [cw.wino_backward(dyc, x, w, (1, 1), True) for _ in range(3)]
+    for r in runs[1:]:
+        for a, e in zip(r, runs[0]):
+            np.testing.assert_array_equal(a, e)
+    dxr, dwr, _ = ref.conv2d_backward(np.ascontiguousarray(dy).astype(np.float64),
+                                      np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), 1, 1)
+    assert_close(runs[0][0], dxr, 9 * 12, "dx")
+    assert_close(runs[0][1], dwr, 11 * 63, "dw")
+
+
+def test_bound_catches_wrong_kernel():
+    """The bound is tight enough to fail a transposed kernel or a one-pixel shift."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 8, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+    yr = ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, 1, 1)
+    with pytest.raises(AssertionError):
+        assert_close(forward(x, np.ascontiguousarray(w.transpose(0, 1, 3, 2)), None, 1), yr, 72, "transposed")
+    with pytest.raises(AssertionError):
+        assert_close(np.roll(forward(x, w, None, 1), 1, axis=3), yr, 72, "shifted")
+
+
+def test_filter_transform_and_adjoint():
+    """U = G g G^T and dg = G^T dU G (written out in Numba) equal the matrix products."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((5, 7, 3, 3))
+    u = cw.filter_transform(w)
+    np.testing.assert_allclose(u, np.einsum("ik,ockl,jl->ijoc", cw.G, w, cw.G).reshape(16, 5, 7), atol=1e-14)
+    du = rng.standard_normal((16, 5, 7))
+    np.testing.assert_allclose(cw.filter_grad(du), np.einsum("ik,ijoc,jl->ockl", cw.G, du.reshape(4, 4, 5, 7), cw.G),
+                               atol=1e-14)
+
+
+def test_dispatch_rule(monkeypatch):
+    c, o, p, cw_min = tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW
+    s = int(np.ceil(np.sqrt(p)))
+    for bwd in (True, False):
+        big = max(s, -(-cw_min // c))   # a map the forward takes too
+        assert cw.use_winograd(c, o, 3, 3, (1, 1), big, big, backward=bwd)
+        assert not cw.use_winograd(c - 1, o, 3, 3, (1, 1), big, big, backward=bwd)
+        assert not cw.use_winograd(c, o - 1, 3, 3, (1, 1), big, big, backward=bwd)
+        assert not cw.use_winograd(c, o, 3, 3, (1, 1), 1, p - 1, backward=bwd)
+        assert not cw.use_winograd(c, o, 3, 3, (2, 2), big, big, backward=bwd)
+        assert not cw.use_winograd(c, o, 5, 5, (1, 1), big, big, backward=bwd)
+        assert not cw.use_winograd(c, o, 1, 1, (1, 1), big, big, backward=bwd)
+        assert not cw.use_winograd(c, o, 3, 3, (1, 1), big, big, untied=True, backward=bwd)
+    # the forward's extra condition: C * min(OH, OW) >= WINO_FWD_MIN_CW
+    assert cw.use_winograd(32, 64, 3, 3, (1, 1), 10, 40)
+    assert not cw.use_winograd(32, 64, 3, 3, (1, 1), 40, cw_min // 32 - 1)
+    assert cw.use_winograd(32, 64, 3, 3, (1, 1), 40, cw_min // 32 - 1, backward=True)
+    # the training shapes the rule was measured on (tuning.WINO_MIN_C): (C, O, OH, OW, fwd, bwd)
+    for c_, o_, oh, ow, fwd, bwd in [(16, 32, 32, 32, True, True), (32, 64, 32, 32, True, True),
+                                     (80, 160, 16, 16, True, True), (128, 256, 8, 8, True, True),
+                                     (16, 64, 16, 16, False, True), (32, 96, 8, 8, False, True),
+                                     (16, 48, 8, 8, False, True), (12, 48, 6, 6, False, True),
+                                     (3, 64, 32, 32, False, False)]:
+        assert cw.use_winograd(c_, o_, 3, 3, (1, 1), oh, ow) == fwd, (c_, o_, oh, ow)
+        assert cw.use_winograd(c_, o_, 3, 3, (1, 1), oh, ow, backward=True) == bwd, (c_, o_, oh, ow)
+    # and conv.py calls it where the rule says, and only there
+    calls = []
+    monkeypatch.setattr(cpu_conv, "wino_chunks", lambda *a, **k: (calls.append("fwd"), cw.wino_chunks(*a, **k)))
+    monkeypatch.setattr(cpu_conv, "wino_backward", lambda *a, **k: (calls.append("bwd"), cw.wino_backward(*a, **k))[1])
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 32, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    y = cpu.conv2d_forward(x, w, b, 1, 1)
+    cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2)
+    cpu.conv2d_backward(y, x, w, 1, 1)
+    assert calls == ["fwd", "fwd", "bwd"]
+    calls.clear()
+    xs = x[:, :, :8, :8]   # 8x8 maps of 32: the backward only
+    ys = cpu.conv2d_forward(xs, w, b, 1, 1)
+    cpu.conv2d_backward(ys, xs, w, 1, 1)
+    assert calls == ["bwd"]
+    calls.clear()
+    cpu.conv2d_forward(x, w, b, 2, 1)   # stride 2
+    cpu.conv2d_maxout_forward(x, w, rng.standard_normal((64, 16, 16)).astype(np.float32), 1, 1, 2)   # untied
+    cpu.conv2d_backward(y, x, w, 1, 1, untied_bias=True)
+    cpu.conv2d_maxout_forward(x[:, :c - 1], w[:, :c - 1], b, 1, 1, 2)   # too few input maps
+    cpu.conv2d_backward(y, x[:, :c - 1], w[:, :c - 1], 1, 1)
+    monkeypatch.setattr(tuning, "WINO_EVAL", False)   # evaluation: then the rows path
+    cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, channels_last=True)
+    assert calls == []
+    monkeypatch.setattr(tuning, "WINO_EVAL", True)
+    y, a = cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, (2, 2), (2, 2), True, channels_last=True)
+    assert calls == ["fwd"]
+    zr = ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
+    assert_close(y, ref.maxout_pool_forward(zr, 2, (2, 2), (2, 2), True)[0], 9 * 32, "evaluation forward")
+
+
+def force(monkeypatch, on):
+    for name in ("WINO_MIN_C", "WINO_MIN_O", "WINO_MIN_P", "WINO_FWD_MIN_CW"):
+        monkeypatch.setattr(tuning, name, 0 if on else 10**9)
+
+
+def _maxout_arg_value(z, arg, pieces, pool):
+    """The pre-maxout value each arg points at: z (N, C*pieces, H, W) float64."""
+    n, cp, h, w = z.shape
+    c = cp // pieces
+    if pool is None:
+        g = z.reshape(n, c, pieces, h, w)
+        return np.take_along_axis(g, arg[:, :, None].astype(np.intp), axis=2)[:, :, 0]
+    g = z.reshape(n, c, pieces * h * w)
+    return np.take_along_axis(g, arg.reshape(n, c, -1).astype(np.intp), axis=2).reshape(arg.shape)
+
+
+@pytest.mark.parametrize("pool", [None, (2, 2), (4, 2)])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_fused_training_step_equals_im2col(monkeypatch, pool, pad):
+    """conv2d_maxout_forward, maxout(_pool)_backward and conv2d_backward, Winograd forced on
+    against forced off: y, dx, dw, db within the bound of the reference; the args equal
+    except where two candidates tie within the bound."""
+    rng = np.random.default_rng(5 + pad)
+    n, c, o, h, pieces = 6, 16, 24, 11, 2
+    x = cnhw(rng.standard_normal((n, c, h, h)).astype(np.float32))
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    oh = h + 2 * pad - 2
+    out = {}
+    for on in (False, True):
+        force(monkeypatch, on)
+        y, arg = cpu.conv2d_maxout_forward(x, w, b, 1, pad, pieces, pool, pool, True)
+        g = np.ones_like(y)
+        dz = cpu.maxout_backward(g, arg, pieces) if pool is None else \
+            cpu.maxout_pool_backward(g, arg, (n, o, oh, oh), pieces)
+        out[on] = (y, arg) + cpu.conv2d_backward(dz, x, w, 1, pad)
+    z64 = ref.conv2d_forward(np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                             1, pad)
+    t = tol(np.float32, 9 * c, np.abs(z64).max())
+    (y0, a0, dx0, dw0, db0), (y1, a1, dx1, dw1, db1) = out[False], out[True]
+    assert np.abs(y1.astype(np.float64) - y0).max() <= 2 * t
+    differ = a0 != a1
+    assert differ.mean() < 0.01
+    assert np.all(np.abs(_maxout_arg_value(z64, a0, pieces, pool) - _maxout_arg_value(z64, a1, pieces, pool))[differ]
+                  <= 2 * t)
+    if not differ.any():   # the same routing: the gradients agree within the bound
+        assert_close(dx1, dx0, 9 * o, "dx")
+        assert_close(dw1, dw0, n * oh * oh, "dw")
+        assert_close(db1, db0, n * oh * oh, "db")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_conv2d_forward_layouts(monkeypatch, layout):
+    """conv2d_forward through Winograd and through im2col: both within the bound of the
+    reference, from NCHW and CNHW inputs."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 16, 10, 9)).astype(np.float32)
+    x = cnhw(x) if layout == "cnhw" else x
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    force(monkeypatch, False)
+    y0 = cpu.conv2d_forward(x, w, None, 1, 1)
+    force(monkeypatch, True)
+    y1 = cpu.conv2d_forward(x, w, None, 1, 1)
+    yr = ref.conv2d_forward(np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), None, 1, 1)
+    assert_close(y0, yr, 144, "im2col")
+    assert_close(y1, yr, 144, "winograd")
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_bn_relu_conv_evaluation(monkeypatch, residual):
+    """bn_relu_conv2d_forward (evaluation: BN and ReLU folded into the input transform's
+    read, the residual added in store) by Winograd (tuning.WINO_BN_RELU, off by default:
+    measured slower) equals the reference composition."""
+    rng = np.random.default_rng(7)
+    n, c, o, h = 3, 16, 32, 9
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    mean, var = rng.standard_normal(c).astype(np.float32), rng.uniform(0.5, 2, c).astype(np.float32)
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    res = rng.standard_normal((n, o, h, h)).astype(np.float32) if residual else None
+    calls = []
+    monkeypatch.setattr(cpu_conv, "wino_chunks", lambda *a, **k: (calls.append(1), cw.wino_chunks(*a, **k)))
+    force(monkeypatch, True)
+    monkeypatch.setattr(tuning, "WINO_BN_RELU", True)
+    y = cpu.bn_relu_conv2d_forward(x, gamma, beta, mean, var, 1e-5, w, None, 1, 1, res)
+    assert calls == [1]
+    a = ref.relu_forward(ref.batch_norm_inference(x.astype(np.float64), gamma.astype(np.float64),
+                                                  beta.astype(np.float64), mean.astype(np.float64),
+                                                  var.astype(np.float64), 1e-5))
+    yr = ref.conv2d_forward(a, w.astype(np.float64), None, 1, 1)
+    if residual:
+        yr = yr + res
+    assert_close(y, yr, 9 * c, "bn_relu_conv2d_forward")
+    monkeypatch.setattr(tuning, "WINO_BN_RELU", False)   # the default: the rows path
+    calls.clear()
+    y0 = cpu.bn_relu_conv2d_forward(x, gamma, beta, mean, var, 1e-5, w, None, 1, 1, res)
+    assert calls == []
+    assert_close(y0, yr, 9 * c, "rows path")
