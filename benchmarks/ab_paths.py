@@ -37,6 +37,8 @@ def main(argv=None):
     ap.add_argument("--b", nargs="*", default=[], help="NAME=VALUE tuning settings of side B")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--kinds", default="train,infer")
+    ap.add_argument("--bias", choices=("tied", "untied"), default=None,
+                    help="the maxout convs' biases (default: the model's; the MNIST experiments use untied)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: the process's CPU time (all its threads): far less sensitive than wall "
                          "time to other jobs on a shared machine, blind to idle waits")
@@ -57,7 +59,7 @@ def main(argv=None):
           f"{a.clock} clock")
     for name in a.models.split(","):
         mrandom.manual_seed(0)
-        net = build(name)
+        net = build(name) if a.bias is None else build(name, bias=a.bias)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((128,) + tuple(net.input_shape), dtype=np.float32)
         y = rng.integers(0, net.num_classes, 128)

@@ -25,8 +25,8 @@ Which path runs when (forward):
                                      positions, taps scattered to the output
   conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW (also
   forward                            per chunk V = B^T d B, 16 GEMMs         with
-    ... stride 1, 3x3, tied or no    U @ V, Y = A^T M A + b, then the same   channels_last:
-        bias, use_winograd           store / maxout reduction                WINO_EVAL)
+    ... stride 1, 3x3, use_winograd  U @ V, Y = A^T M A + b, then the same   channels_last:
+                                     store / maxout reduction                WINO_EVAL)
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
@@ -39,7 +39,7 @@ that _backward_path finds, in this order:
   input's positions): gather dz, GEMMs over the input's positions (conv_small)
   stride 1, kh*kw >= 25, min(C, O) >= 32, OH*OW >= 36: FFT, one complex   dx CNHW
   GEMM per frequency for each of dx, dw (conv_fft.fft_conv_backward)
-  stride-1 3x3, tied or no bias, use_winograd(..., backward=True):        dx CNHW
+  stride-1 3x3, use_winograd(..., backward=True):                        dx CNHW
   Winograd F(2x2, 3x3) (conv_winograd.wino_backward: dx the exact adjoint,
   dw from the recomputed V)
   the rest: im2col and two GEMMs per chunk (conv2d_backward's docstring)  dx CNHW
@@ -93,17 +93,19 @@ def conv2d_backward(dy, x, w, stride=1, pad=0, need_dx=True, untied_bias=False):
     if (d["OH"], d["OW"]) != (oh, ow):
         raise ValueError(f"{fn}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, w {w.shape}, "
                          f"stride {(sh, sw)}, pad {(ph, pw)}; got {dy.shape}")
-    path = _backward_path(c, o, h, wd, kh, kw, (sh, sw), (ph, pw), oh, ow, need_dx, untied_bias)
+    path = _backward_path(c, o, h, wd, kh, kw, (sh, sw), (ph, pw), oh, ow, need_dx)
     if path == "fft":   # large kernels, many maps
         return fft_conv_backward(dy, x, w, (ph, pw), need_dx, untied_bias)
     dyc = as_cfirst(dy)
     if path == "winograd":   # stride-1 3x3
-        return wino_backward(dyc.reshape(o, n, oh, ow), x, w, (ph, pw), need_dx)
+        dx, dw, db = wino_backward(dyc.reshape(o, n, oh, ow), x, w, (ph, pw), need_dx)
+        # untied: db (O, OH, OW) = dy summed over the samples (the tied db is its sum over positions)
+        return dx, dw, dyc.sum(axis=1).reshape(o, oh, ow) if untied_bias else db
     return _conv_backward(lambda n0, m, _buf: dyc[:, n0:n0 + m], dyc, x, w, (sh, sw), (ph, pw), oh, ow, need_dx,
                           untied_bias)
 
 
-def _backward_path(c, o, h, w, kh, kw, stride, pad, oh, ow, need_dx, untied_bias):
+def _backward_path(c, o, h, w, kh, kw, stride, pad, oh, ow, need_dx):
     """The backward's one rule: "small", "fft", "winograd" or "im2col" (the module
     docstring's table). Small padded maps first: that path beat the FFT on mnist-teacher h2
     (tuning.SMALL_BWD_MIN_GROWTH) and Winograd on mnist-fitnet h4 (tuning.WINO_MIN_C)."""
@@ -111,7 +113,7 @@ def _backward_path(c, o, h, w, kh, kw, stride, pad, oh, ow, need_dx, untied_bias
         return "small"
     if use_fft_backward(c, o, kh, kw, stride, oh, ow, need_dx):
         return "fft"
-    if use_winograd(c, o, kh, kw, stride, oh, ow, untied_bias, backward=True):
+    if use_winograd(c, o, kh, kw, stride, oh, ow, backward=True):
         return "winograd"
     return "im2col"
 
@@ -194,8 +196,8 @@ def conv2d_maxout_backward(dy, arg, x, w, stride, pad, pieces, pool=None, pool_s
         yh, yw = oh, ow
     d2, _ = check(fn, [Spec("dy", dy, (n, o // pieces, yh, yw)), Spec("x", x, ("N", "C", "H", "W")),
                        Spec("arg", arg, (n, o // pieces, yh, yw), "int")])
-    if untied_bias or _backward_path(d["C"], o, d["H"], d["W"], d["kh"], d["kw"], stride, pad, oh, ow, need_dx,
-                                     False) in ("fft", "winograd"):   # (these transform the whole dz)
+    if untied_bias or _backward_path(d["C"], o, d["H"], d["W"], d["kh"], d["kw"], stride, pad, oh, ow,
+                                     need_dx) in ("fft", "winograd"):   # (these transform the whole dz)
         dz = maxout_backward(dy, arg, pieces) if pool is None else \
             maxout_pool_backward(dy, arg, (n, o, oh, ow), pieces)
         return conv2d_backward(dz, x, w, stride, pad, need_dx, untied_bias)
@@ -408,7 +410,7 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     # small padded maps first: their path beat the FFT's on mnist-teacher h2 (tuning.SMALL_*)
     small = use_small(d["H"], d["W"], kh, kw, stride, pad)   # (CNHW reduction below)
     fft = not small and use_fft(d["C"], kh, kw, stride, oh, ow, channels_last)
-    wino = not small and use_winograd(d["C"], o, kh, kw, stride, oh, ow, _untied(b))
+    wino = not small and use_winograd(d["C"], o, kh, kw, stride, oh, ow)
     if fft or (channels_last and not small and not (wino and tuning.WINO_EVAL) and o <= tuning.NHWC_MAX_O
                and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
@@ -457,8 +459,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
             mopool_into_k(z, pieces, oh, ow, pkh, pkw, psh, psw, yh, yw, n0, y, arg)
     if small:
         small_chunks(x, w, None if bu is not None else b, pad, oh, ow, dt, reduce)
-    elif wino:
-        wino_chunks(x, w, b, pad, oh, ow, reduce)
+    elif wino:   # (an untied bias is added by reduce)
+        wino_chunks(x, w, None if bu is not None else b, pad, oh, ow, reduce)
     else:
         _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
                      rows=_use_rows(d["C"], o, kh, kw), contiguous=True)

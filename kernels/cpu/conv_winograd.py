@@ -27,8 +27,9 @@ When (use_winograd, measured: tuning.WINO_MIN_C): the backward for stride-1 3x3 
 with >= 12 input maps (it won on every such training layer, 0.64-0.92x the im2col path's
 time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: the
 transforms vectorise along a row of tiles); evaluation-mode conv2d_maxout_forward
-(channels_last) too (tuning.WINO_EVAL), then in CNHW. Untied biases (O, OH, OW) stay on
-im2col; bn_relu_conv2d_forward (the WRN's evaluation-mode convs) keeps its NHWC rows GEMM
+(channels_last) too (tuning.WINO_EVAL), then in CNHW. Untied biases (O, OH, OW) are
+added by conv.py's callers (the MNIST experiments' maxout convs have them);
+bn_relu_conv2d_forward (the WRN's evaluation-mode convs) keeps its NHWC rows GEMM
 unless tuning.WINO_BN_RELU (then BN and ReLU are folded into the input transform's read;
 measured slower, off).
 
@@ -55,14 +56,15 @@ from .runtime import kern, parallel, single_blas
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
-def use_winograd(c, o, kh, kw, stride, oh, ow, untied=False, backward=False):
+def use_winograd(c, o, kh, kw, stride, oh, ow, backward=False):
     """True when a conv of c input maps, o output maps, kernel (kh, kw), ``stride``,
     output (oh, ow) goes by Winograd F(2x2, 3x3) in the backward pass (``backward``) or
     the forward: stride-1 3x3 kernels with at least tuning.WINO_MIN_C input maps,
     tuning.WINO_MIN_O output maps and tuning.WINO_MIN_P output positions; the forward also
     needs c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW (its transforms run along rows of
-    tiles: few maps of short rows lost). Untied biases (O, OH, OW) stay on the im2col path."""
-    if not (kh == 3 and kw == 3 and tuple(stride) == (1, 1) and not untied and c >= tuning.WINO_MIN_C
+    tiles: few maps of short rows lost). Any bias: an untied one (O, OH, OW) is added by the
+    callers (conv.py) as on the other paths."""
+    if not (kh == 3 and kw == 3 and tuple(stride) == (1, 1) and c >= tuning.WINO_MIN_C
             and o >= tuning.WINO_MIN_O and oh * ow >= tuning.WINO_MIN_P):
         return False
     return backward or c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW

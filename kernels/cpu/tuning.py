@@ -214,6 +214,11 @@ SMALL_MIN_M = 16
 # 0.72-0.75x, wrn-10-2 0.85x / 0.82-0.93x. Peak RSS of 3 steps (--rss): fitnet-4 545 MB
 # on, 509 off; fitnet-1 252 / 257 (V is recomputed in the backward, not stored; PyTorch's
 # peaks in BENCHMARKS.md: 1197 / 583 MB).
+# Untied biases (O, OH, OW) take the same rule (added after these measurements; the bias
+# is added to each chunk's output as on the other paths): the MNIST experiments' mnist-fitnet
+# (untied) training step 0.92x with Winograd than without (benchmarks/ab_paths.py --bias
+# untied --b "WINO_MIN_C=1<<30" --clock cpu, medians of 11, 2026-12-03, load 2-3); its
+# inference 1.04x (noise: mnist-teacher, which has no 3x3 conv, moved 0.93-1.04x in the same run).
 WINO_MIN_C, WINO_MIN_O, WINO_MIN_P = 12, 32, 36
 WINO_FWD_MIN_CW = 320
 # Evaluation-mode conv2d_maxout_forward (channels_last) also by Winograd (CNHW out) where
