@@ -67,26 +67,8 @@ def run(path, fn):
 
 
 def training_step(name, batch):
-    from minifit import functional as F
-    from minifit import optim
-    from minifit import random as mrandom
-    from minifit.models import build
-    from minifit.tensor import Tensor
-    mrandom.manual_seed(0)
-    net = build(name)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch,) + tuple(net.input_shape), dtype=np.float32)
-    y = rng.integers(0, net.num_classes, batch).astype(np.int64)
-    opt = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-
-    def step():
-        net.train()
-        opt.zero_grad()
-        loss = F.cross_entropy(net(Tensor(x)), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
+    from steps import network_steps
+    return network_steps(name, batch=batch)[1]
 
 
 def bound(cases, seed=2):

@@ -44,11 +44,7 @@ def main(argv=None):
                          "time to other jobs on a shared machine, blind to idle waits")
     a = ap.parse_args(argv)
     from kernels.cpu import tuning
-    from minifit import functional as F
-    from minifit import optim
-    from minifit import random as mrandom
-    from minifit.models import build
-    from minifit.tensor import Tensor, no_grad
+    from steps import network_steps
     sa, sb = settings(a.a), settings(a.b)
     tick = time.process_time if a.clock == "cpu" else time.perf_counter
     for name in list(sa) + list(sb):
@@ -58,23 +54,7 @@ def main(argv=None):
     print(f"A: {sa or 'as shipped'}   B: {sb or 'as shipped'}   threads {os.environ['MINIFIT_NUM_THREADS']}, "
           f"{a.clock} clock")
     for name in a.models.split(","):
-        mrandom.manual_seed(0)
-        net = build(name) if a.bias is None else build(name, bias=a.bias)
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((128,) + tuple(net.input_shape), dtype=np.float32)
-        y = rng.integers(0, net.num_classes, 128)
-        opt = optim.SGD(net.parameters(), lr=0.0, momentum=0.9)
-
-        def train():
-            net.train()
-            opt.zero_grad()
-            F.cross_entropy(net(Tensor(x)), y).backward()
-            opt.step()
-
-        def infer():
-            net.eval()
-            with no_grad():
-                net(Tensor(x))
+        _, train, infer = network_steps(name, a.bias, lr=0.0)
         for kind in a.kinds.split(","):
             fn = train if kind == "train" else infer
             times = {"A": [], "B": []}

@@ -111,30 +111,8 @@ def layer_step(name, c, o, pieces, k, pad, pool, h):
 
 
 def model_steps(name):
-    from minifit import functional as F
-    from minifit import optim
-    from minifit import random as mrandom
-    from minifit.models import build
-    from minifit.tensor import Tensor, no_grad
-    mrandom.manual_seed(1)
-    net = build(name)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH, 1, 28, 28), dtype=np.float32)
-    y = rng.integers(0, 10, BATCH)
-    opt = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-
-    def train():
-        net.train()
-        opt.zero_grad()
-        loss = F.cross_entropy(net(Tensor(x)), y)
-        loss.backward()
-        opt.step()
-
-    def infer():
-        net.eval()
-        with no_grad():
-            return net(Tensor(x))
-    return train, infer
+    from steps import network_steps
+    return network_steps(name, seed=1)[1:]
 
 
 def main(argv=None):

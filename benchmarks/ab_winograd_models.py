@@ -34,36 +34,9 @@ def force(on):
 
 
 def step_fn(name, infer=False):
-    from minifit import functional as F
-    from minifit import optim
-    from minifit import random as mrandom
-    from minifit.models import build
-    from minifit.tensor import Tensor
-    mrandom.manual_seed(1)
-    net = build(name, num_classes=100 if name.startswith("wrn") else 10)
-    shape = (1, 28, 28) if name.startswith("mnist") else (3, 32, 32)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH,) + shape).astype(np.float32)
-    y = rng.integers(0, 10, BATCH)
-    opt = optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
-
-    if infer:
-        from minifit.tensor import no_grad
-
-        def run():
-            net.eval()
-            with no_grad():
-                return net(Tensor(x))
-        return run
-
-    def train():
-        net.train()
-        opt.zero_grad()
-        loss = F.cross_entropy(net(Tensor(x)), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return train
+    from steps import network_steps
+    _, train, run = network_steps(name, lr=LR, momentum=MOMENTUM, seed=1, batch=BATCH)
+    return run if infer else train
 
 
 def main():
