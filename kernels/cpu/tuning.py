@@ -30,7 +30,7 @@ MALLOC_THRESHOLD = 1 << 30
 # smaller ones on the calling thread. The update is memory-bound, so two threads barely help,
 # and a hand-off costs more than it saves on mid-size tensors. Measured 2026-12-03 (SGD with
 # the max-norm constraints, whole networks' parameters, 2 threads, a machine loaded by other
-# jobs, medians of 8 interleaved: /tmp/ab_split.py in the issue-15 note): cifar-teacher
+# jobs, medians of 8 interleaved: benchmarks/ab_optim.py --split): cifar-teacher
 # 34.0 / 33.7 / 34.7 ms with the split from 64K / 1M / never; fitnet-4 10.4 / 3.2 / 7.6 ms.
 # With the split from GRAIN (64K), fitnet-1's and mnist-teacher's steps were 2-3x slower
 # than NumPy's multi-pass update on that loaded machine.
