@@ -9,6 +9,7 @@ import pytest
 from kernels import cpu
 
 PROBE = """
+import numpy as np
 from kernels import cpu
 def rss():
     for ln in open('/proc/self/status'):
@@ -39,7 +40,8 @@ def test_freed_memory_stays_in_the_heap(setting, want):
 
 # ------------------------------------------------------------------ BLAS threads
 BLAS_PROBE = """
-import os, threading, numpy as np
+import os, threading
+import numpy as np
 # OpenBLAS starts its worker threads when numpy loads it: every thread but this one now is
 # OpenBLAS's (the kernel pool and scipy's FFT workers start later)
 blas = [int(t) for t in os.listdir('/proc/self/task') if int(t) != threading.get_native_id()]
