@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 import kernels
 from kernels import cpu, reference as ref
 from kernels.cpu import conv, layouts, tuning
+from kernels.cpu import runtime as cpu_runtime
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -284,6 +285,25 @@ def test_dropout_same_stream(dt):
     for p in (0.0, 0.2, 0.5):
         np.testing.assert_array_equal(cpu.dropout_mask((5, 7), p, 3, dt), ref.dropout_mask((5, 7), p, 3, dt))
     assert cpu.dropout_mask((4,), 0.5, 0, dt).dtype == dt
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n, before", [(1 << 19, 0), ((1 << 19) + 3, 0), (3 << 18, 1), ((1 << 20) + 1, 2)])
+def test_dropout_parts_same_stream(dt, n, before, monkeypatch):
+    """Large masks are drawn in parts over the threads (tuning.DROPOUT_SPLIT): the mask and
+    the generator's state afterwards equal the one-thread reference's (odd sizes, and a
+    generator holding half of a 64-bit output from an odd earlier float32 draw)."""
+    monkeypatch.setattr(cpu_runtime, "NT", 3)   # three parts even on a 2-core machine
+    g_cpu, g_ref = np.random.default_rng(5), np.random.default_rng(5)
+    for g in (g_cpu, g_ref):
+        g.random(before, dtype=np.float32)
+    got = cpu.dropout_mask((n,), 0.3, g_cpu, dt)
+    want = ref.dropout_mask((n,), 0.3, g_ref, dt)
+    assert got.dtype == want.dtype == dt
+    np.testing.assert_array_equal(got, want)
+    assert g_cpu.bit_generator.state == g_ref.bit_generator.state
+    np.testing.assert_array_equal(g_cpu.random(7, dtype=np.float32), g_ref.random(7, dtype=np.float32))
+    np.testing.assert_array_equal(cpu.dropout_mask((n,), 0.5, 9, dt), ref.dropout_mask((n,), 0.5, 9, dt))
 
 
 def test_layer_shaped_case():
