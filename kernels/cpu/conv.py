@@ -26,7 +26,8 @@ Which path runs when (forward):
   conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW (also
   forward                            per chunk V = B^T d B, 16 GEMMs         with
     ... stride 1, 3x3, use_winograd  U @ V, Y = A^T M A + b, then the same   channels_last:
-                                     store / maxout reduction                WINO_EVAL)
+                                     store / maxout reduction                WINO_EVAL,
+                                                                             C*min(OH,OW) >= 768)
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
@@ -390,8 +391,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     (y, arg), with the same arg encodings, in CNHW layout; with ``channels_last`` (for
     callers that will not run the backward pass, whose kernels expect CNHW) in NHWC
     layout when the rows orientation applies (C >= 8 input maps, or an NHWC x, and at most
-    tuning.NHWC_MAX_O conv maps) and Winograd does not (use_winograd with
-    tuning.WINO_EVAL: then CNHW). Large kernels over many maps (use_fft) take the FFT
+    tuning.NHWC_MAX_O conv maps) and Winograd does not (use_winograd, and C * min(OH, OW)
+    >= tuning.WINO_EVAL_MIN_CW: then CNHW). Large kernels over many maps (use_fft) take the FFT
     convolution, then the same NHWC reduction; stride-1 3x3 kernels (use_winograd)
     Winograd F(2x2, 3x3), then the CNHW reduction."""
     fn = "conv2d_maxout_forward"
@@ -411,7 +412,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     small = use_small(d["H"], d["W"], kh, kw, stride, pad)   # (CNHW reduction below)
     fft = not small and use_fft(d["C"], kh, kw, stride, oh, ow, channels_last)
     wino = not small and use_winograd(d["C"], o, kh, kw, stride, oh, ow)
-    if fft or (channels_last and not small and not (wino and tuning.WINO_EVAL) and o <= tuning.NHWC_MAX_O
+    wino_eval = wino and tuning.WINO_EVAL and d["C"] * min(oh, ow) >= tuning.WINO_EVAL_MIN_CW
+    if fft or (channels_last and not small and not wino_eval and o <= tuning.NHWC_MAX_O
                and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
         # a position's pieces of all maps are contiguous runs: the maxout is then a

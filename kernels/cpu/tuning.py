@@ -235,7 +235,14 @@ WINO_FWD_MIN_CW = 320
 # (benchmarks/ab_winograd_models.py --infer, batch 128, eval mode, no graph, WINO_EVAL on
 # / off alternating, median of 9, process CPU time, 2026-12-03, load 4-7): fitnet-4 0.78x,
 # fitnet-1 0.95x, mnist-fitnet 1.00x (its forward layers are below WINO_FWD_MIN_CW).
+# ... but only where also C * min(OH, OW) >= WINO_EVAL_MIN_CW: re-measured 2026-12-05
+# (Intel Xeon, 2 cores, benchmarks/ab_paths.py --kinds infer, medians of 21-31, A/B in one
+# process), fitnet-1's Winograd layers (C * min(OH, OW) = 384 and 512) lost there: its
+# inference 1.03x (two runs) with them by Winograd than with them by the rows GEMM (whose
+# NHWC output the next layer also reads faster); fitnet-4 0.98-0.99x with its 48x16x16
+# layer (768) by Winograd, so the threshold sits at the smallest measured winner.
 WINO_EVAL = True
+WINO_EVAL_MIN_CW = 768
 # bn_relu_conv2d_forward (the WRN's evaluation-mode convs) by Winograd (BN and ReLU folded
 # into the input transform's read, CNHW out, the residual added per chunk) instead of its
 # NHWC rows GEMM: wrn-10-2 inference 1.10x (CPU time) / 1.15x (wall) the rows path's

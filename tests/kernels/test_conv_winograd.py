@@ -203,9 +203,12 @@ def test_dispatch_rule(monkeypatch):
     cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, channels_last=True)
     assert calls == []
     monkeypatch.setattr(tuning, "WINO_EVAL", True)
-    y, a = cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, (2, 2), (2, 2), True, channels_last=True)
+    cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, channels_last=True)   # C * min(OH, OW) 512 < 768
+    assert calls == []
+    xl = rng.standard_normal((2, 32, 32, 32)).astype(np.float32)      # 1024: by Winograd
+    y, a = cpu.conv2d_maxout_forward(xl, w, b, 1, 1, 2, (2, 2), (2, 2), True, channels_last=True)
     assert calls == ["fwd"]
-    zr = ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
+    zr = ref.conv2d_forward(xl.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
     assert_close(y, ref.maxout_pool_forward(zr, 2, (2, 2), (2, 2), True)[0], 9 * 32, "evaluation forward")
 
 
