@@ -773,8 +773,12 @@ def main(argv=None):
               "slower kernels than this CPU supports (run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`)",
               file=sys.stderr)
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    cmdline = "python benchmarks/bench_models.py" + ("" if argv is None and len(sys.argv) == 1
-                                                     else " " + " ".join(sys.argv[1:] if argv is None else argv))
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--out" in given:   # (where the table was written is not how it was measured)
+        i = given.index("--out")
+        del given[i:i + 2]
+    given = [g for g in given if not g.startswith("--out=")]
+    cmdline = "python benchmarks/bench_models.py" + "".join(" " + g for g in given)
     info = machine_info()
     load0 = loadavg()
     print(f"{date}; {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, numba {info['numba']}; "

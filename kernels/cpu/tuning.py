@@ -31,7 +31,9 @@ MALLOC_THRESHOLD = 1 << 30
 # draws as one thread's). Measured 2026-12-05 (Intel Xeon, 2 cores, medians of 31, the
 # reference's one-thread mask against two parts): 2^17 elements 208 / 286 us (the
 # hand-off costs ~150 us), 2^18 443 / 424, 2^19 937 / 765, 2^20 2127 / 1260, 2^21 4039 /
-# 2397; wrn-10-2's masks (2^20 .. 2^22 elements) 8.1 -> 4.7, 4.1 -> 2.4, 2.0 -> 1.3 ms.
+# 2397; wrn-10-2's masks (2^20 .. 2^22 elements) 8.1 -> 4.7, 4.1 -> 2.4, 2.0 -> 1.3 ms;
+# its whole training step 0.99x / 0.98x of the one-thread mask's (benchmarks/ab_paths.py
+# --models wrn-10-2 --b "DROPOUT_SPLIT=1<<40" --kinds train, medians of 15, two runs).
 DROPOUT_SPLIT = 1 << 18
 
 # ------------------------------------------------------------------ optimizer updates (optim.py)
