@@ -107,7 +107,10 @@ ROWS_LONG_K, ROWS_MIN_M = 1024, 512
 # (FFT_MIN_P_NHWC). The first layers (1 or 3 input maps) still lose: mnist-teacher h0
 # 2.8x / 3.7x (training / channels_last), cifar-teacher h0 1.55x / 1.56x; FFT_MIN_C = 32
 # stays (no layer measured between 3 and 48 maps). The others: mnist-teacher h1 0.41 /
-# 0.43, cifar-teacher h1 0.26 / 0.25, h2 0.61 / 0.49.
+# 0.43, cifar-teacher h1 0.26 / 0.25, h2 0.61 / 0.49. 16 maps measured since (2026-12-05,
+# Intel Xeon 2 cores, benchmarks/ab_paths.py --models mnist-fitnet --b "FFT_MIN_C=16"
+# "FFT_BWD_MIN_C=16", medians of 15): mnist-fitnet's 5x5 layer over 16 maps of 10x10 by FFT
+# (forward and backward) made its training step 1.07x and its inference 1.12x slower.
 FFT_MIN_TAPS, FFT_MIN_C, FFT_MIN_P, FFT_MIN_P_NHWC = 25, 32, 36, 64
 # Samples per transform chunk: bounds the spectra's memory (evaluation passes use batches
 # of 500); 128 = the training batch, so a training step is one chunk.
@@ -135,7 +138,8 @@ FFT_BLOCK = 16
 # The first layers lose because the transforms (of dy: O maps) cost ~ (C + O) per
 # frequency while the GEMM work saved is ~ C*O*taps: with C = 1 or 3 there is little to
 # save. FFT_BWD_MIN_P = 36 is the smallest output measured (mnist-teacher h2); smaller
-# ones, kernels under 5x5 and C or O between 3 and 48 were not measured. Whole training
+# ones, kernels under 5x5 and C or O between 16 and 48 were not measured (16: see
+# FFT_MIN_C). Whole training
 # steps (ab_fft.py --step, this rule against im2col everywhere, alternating, forward as
 # tuned): mnist-teacher 0.61 wall (medians of 11) / 0.74 CPU time; cifar-teacher 0.41
 # wall (medians of 7) / 0.44 CPU time. Peak RSS of 3 training steps in a fresh process
