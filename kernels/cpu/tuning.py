@@ -252,7 +252,8 @@ WINO_EVAL_MIN_CW = 768
 # into the input transform's read, CNHW out, the residual added per chunk) instead of its
 # NHWC rows GEMM: wrn-10-2 inference 1.10x (CPU time) / 1.15x (wall) the rows path's
 # (--infer --flag WINO_BN_RELU, median of 11): the NHWC rows feed the next block without
-# a transpose. Off.
+# a transpose. Off. Re-measured 2026-12-05 (Intel Xeon, 2 cores, benchmarks/ab_paths.py
+# --models wrn-10-2 --b "WINO_BN_RELU=True" --kinds infer, medians of 21): 1.30x.
 WINO_BN_RELU = False
 # Elements of one chunk's V and M (16 (C + O) tiles, float32: 1 MB, the L2 of one core).
 # Measured (as above, Winograd forced, 2^16 / 2^17 / 2^18 / 2^19): the same within the
