@@ -100,10 +100,10 @@ def _inverse_rows(S, idx):
     parts = runtime.GEMM_THREADS
 
     # column blocks over the pool, BLAS at one thread: a threaded OpenBLAS call here left
-    # its threads spinning into the transforms and the maxout reduction that follow
-    # (as dense.gemm's docstring says of every GEMM). Measured 2026-12-05 (Intel Xeon, 2 cores, batch
-    # 128, medians, separate processes): mnist-teacher h1's evaluation forward (48 -> 96
-    # maps of 10x10, 8x8 pad 3) 20.2-20.6 -> 13.1-13.2 ms; whole mnist-teacher training
+    # its threads spinning into the transforms and the maxout reduction that follow (as
+    # dense.gemm's docstring says of every GEMM). Measured 2026-12-05 (Intel Xeon, 2 cores,
+    # batch 128, medians, separate processes): mnist-teacher h1's evaluation forward (48 ->
+    # 96 maps of 10x10, 8x8 pad 3) 20.2-20.6 -> 13.1-13.2 ms; whole mnist-teacher training
     # step 114.7 -> 73.0 ms, inference 37.9 -> 25.6; cifar-teacher 1174 -> 1084 / 454 -> 417.
     def task(i, _w):
         c0, c1 = S2.shape[1] * i // parts, S2.shape[1] * (i + 1) // parts

@@ -91,4 +91,5 @@ def test_no_conv_gemm_lets_openblas_thread_itself():
     nthreads, ticks = map(int, out.stdout.split())
     if nthreads == 0:
         pytest.skip("numpy's BLAS started no worker threads")
-    assert ticks <= 2, f"OpenBLAS's {nthreads} worker thread(s) ran {ticks} clock ticks inside the conv kernels"
+    assert ticks <= 2, (f"OpenBLAS's {nthreads} worker thread(s) ran {ticks} clock ticks inside the "
+                        "conv kernels")
