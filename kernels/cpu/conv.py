@@ -392,8 +392,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     callers that will not run the backward pass, whose kernels expect CNHW) in NHWC
     layout when the rows orientation applies (C >= 8 input maps, or an NHWC x, and at most
     tuning.NHWC_MAX_O conv maps) and Winograd does not (use_winograd, and C * min(OH, OW)
-    >= tuning.WINO_EVAL_MIN_CW: then CNHW). Large kernels over many maps (use_fft) take the FFT
-    convolution, then the same NHWC reduction; stride-1 3x3 kernels (use_winograd)
+    >= tuning.WINO_EVAL_MIN_CW: then CNHW). Large kernels over many maps (use_fft) take the
+    FFT convolution, then the same NHWC reduction; stride-1 3x3 kernels (use_winograd)
     Winograd F(2x2, 3x3), then the CNHW reduction."""
     fn = "conv2d_maxout_forward"
     d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)

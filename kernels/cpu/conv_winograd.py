@@ -27,8 +27,8 @@ When (use_winograd, measured: tuning.WINO_MIN_C): the backward for stride-1 3x3 
 with >= 12 input maps (it won on every such training layer, 0.64-0.92x the im2col path's
 time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: the
 transforms vectorise along a row of tiles); evaluation-mode conv2d_maxout_forward
-(channels_last) too where C * min(OH, OW) >= 768 (tuning.WINO_EVAL_MIN_CW), then in CNHW. Untied biases (O, OH, OW) are
-added by conv.py's callers (the MNIST experiments' maxout convs have them);
+(channels_last) too where C * min(OH, OW) >= 768 (tuning.WINO_EVAL_MIN_CW), then in CNHW.
+Untied biases (O, OH, OW) are added by conv.py's callers (the MNIST experiments' maxout convs have them);
 bn_relu_conv2d_forward (the WRN's evaluation-mode convs) keeps its NHWC rows GEMM
 unless tuning.WINO_BN_RELU (then BN and ReLU are folded into the input transform's read;
 measured slower, off).

@@ -7,9 +7,9 @@ import numpy as np
 
 from .. import reference
 from ..shapes import Spec, check, float_dtype
-from .layouts import canon, flat3, from_rows, is_nhwc, nc, nhwc_rows, pl, uncanon
 from . import runtime, tuning
-from .runtime import kern, split
+from .layouts import canon, flat3, from_rows, is_nhwc, nc, nhwc_rows, pl, uncanon
+from .runtime import kern, parallel, split
 
 
 @kern
@@ -121,7 +121,7 @@ def dropout_mask(shape, p, seed=None, dtype=np.float32):
         lo, hi = bounds[i], bounds[i + 1]
         gens[i].random(dtype=np.float32, out=u[lo:hi])   # (numpy draws without the GIL)
         _keep_k(u, p32, scale, out, lo, hi)
-    runtime.parallel(task, parts)
+    parallel(task, parts)
     rng.bit_generator.state = gens[-1].bit_generator.state
     return out.reshape(shape)
 

@@ -140,8 +140,8 @@ FFT_BLOCK = 16
 # save. FFT_BWD_MIN_P = 36 is the smallest output measured (mnist-teacher h2); smaller
 # ones, kernels under 5x5 and C or O between 3 and 48 were not measured, but for 16 maps
 # (see FFT_MIN_C: slower). Whole training steps (ab_fft.py --step, this rule against
-# im2col everywhere, alternating, forward as tuned): mnist-teacher 0.61 wall (medians of 11) / 0.74 CPU time; cifar-teacher 0.41
-# wall (medians of 7) / 0.44 CPU time. Peak RSS of 3 training steps in a fresh process
+# im2col everywhere, alternating, forward as tuned): mnist-teacher 0.61 wall (medians of
+# 11) / 0.74 CPU time; cifar-teacher 0.41 wall (medians of 7) / 0.44 CPU time. Peak RSS of 3 training steps in a fresh process
 # (--rss): cifar-teacher 782 MB with this rule, 789 with im2col (PyTorch's step: 1238 MB in
 # BENCHMARKS.md); mnist-teacher 229 / 226 MB.
 FFT_BWD_MIN_TAPS, FFT_BWD_MIN_C, FFT_BWD_MIN_P = 25, 32, 36
