@@ -8,7 +8,7 @@ separate run of --repeat steps in that setting only, printing the process's peak
 
   env -u OPENBLAS_CORETYPE MINIFIT_NUM_THREADS=2 /work/main/.venv/bin/python benchmarks/ab_winograd_models.py
       [--models fitnet-1,fitnet-4] [--repeat 7] [--clock wall|cpu] [--rss on|off]
-      [--infer [--flag WINO_EVAL|WINO_BN_RELU]]
+      [--infer [--flag WINO_ROWS]]
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def main():
     ap.add_argument("--rss", choices=["on", "off"], default=None)
     ap.add_argument("--infer", action="store_true",
                     help="time inference (eval mode, no graph) with tuning.<--flag> on / off instead")
-    ap.add_argument("--flag", default="WINO_EVAL", choices=["WINO_EVAL", "WINO_BN_RELU"])
+    ap.add_argument("--flag", default="WINO_ROWS", choices=["WINO_ROWS"])
     a = ap.parse_args()
     clock = CLOCK[a.clock]
     if a.rss:

@@ -10,12 +10,15 @@ Which path runs when (forward):
     ... K = C*kh*kw >= KSPLIT_MIN_K, im2col cut along the input maps,        CNHW
         few positions                products summed (long reductions)
   bn_relu_conv2d_forward (eval)      im2row reading relu(x*s + t), rows GEMM NHWC
-                                     (Winograd only with WINO_BN_RELU)
+    ... stride 1, 3x3,               Winograd in NHWC rows (wino_rows_chunks, NHWC
+        use_winograd_rows            relu(x*s + t) read into its first copy)
   conv2d_maxout_forward              as conv2d_forward, each chunk reduced   CNHW
                                      at once (pool.maxout_into_k /
                                      mopool_into_k): no conv output stored
     ... channels_last, O <=          rows GEMM, weights piece-major,         NHWC
         NHWC_MAX_O, C >= ROWS_MIN_C  pool.mo_rows_k (vectorised selects)
+    ... channels_last, stride 1,     Winograd in NHWC rows (wino_rows_chunks), NHWC
+        3x3, use_winograd_rows       then mo_rows_k
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
         C >= 32, OH*OW >= 36                                                 with channels_last
         (>= 64 with channels_last)
@@ -23,11 +26,10 @@ Which path runs when (forward):
   forward: stride 1, OH*OW >=        stride 1, output >= 1.6x the input's    channels_last)
   1.6 H*W (first; no pre)            positions): Wt @ x over the input's
                                      positions, taps scattered to the output
-  conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW (also
-  forward                            per chunk V = B^T d B, 16 GEMMs         with
-    ... stride 1, 3x3, use_winograd  U @ V, Y = A^T M A + b, then the same   channels_last:
-                                     store / maxout reduction                WINO_EVAL,
-                                                                             C*min(OH,OW) >= 768)
+  conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW
+  forward (not channels_last)        per chunk V = B^T d B, 16 GEMMs
+    ... stride 1, 3x3, use_winograd  U @ V, Y = A^T M A + b, then the same
+                                     store / maxout reduction
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
@@ -61,7 +63,7 @@ from ..shapes import Spec, check, check_pieces, conv_out, geometry, pool_out
 from . import runtime, tuning
 from .conv_fft import fft_conv_backward, fft_conv_rows, use_fft, use_fft_backward
 from .conv_small import small_backward, small_chunks, use_small
-from .conv_winograd import use_winograd, wino_backward, wino_chunks
+from .conv_winograd import use_winograd, use_winograd_rows, wino_backward, wino_chunks, wino_rows_chunks
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
 from .patches import chunk, col2im_k, im2col_k, im2row_k, no_pre
@@ -246,40 +248,37 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
         return y
     if residual is not None:  # (x beside it: the check also holds residual to x's dtype)
         check(fn, [Spec("residual", residual, (n, o, oh, ow)), Spec("x", x, ("N", "C", "H", "W"))])
-    # small padded maps first (no pre-activation there); then Winograd where the rule says,
-    # for bn_relu_conv2d_forward (channels_last, evaluation) only with tuning.WINO_BN_RELU
-    # (measured slower: then CNHW out, the residual added in store)
-    small = pre is None and use_small(d["H"], d["W"], d["kh"], d["kw"], stride, pad)
-    wino = not small and use_winograd(d["C"], o, d["kh"], d["kw"], stride, oh, ow) and (
-        not channels_last or tuning.WINO_BN_RELU)
-    if channels_last and not wino:   # the rows GEMM writes y's rows; the residual is added in place
+    if channels_last:   # (bn_relu_conv2d_forward: evaluation, pre set) NHWC rows out
         yr = np.empty((n * p, o), dtype=dt)
         res = None if residual is None else nhwc_rows(residual)
 
-        def add_residual(z, n0):
+        def add_residual(z, n0):   # the residual is added to each chunk's rows in place
             if res is not None:
                 r0, r1 = n0 * p, (n0 + z.shape[1]) * p
                 np.add(yr[r0:r1], res[r0:r1], out=yr[r0:r1])
-        _conv_chunks(x, w, b, stride, pad, oh, ow, dt, add_residual, pre, True, rows_out=yr)
+        if use_winograd_rows(d["C"], o, d["kh"], d["kw"], stride, oh, ow):
+            wino_rows_chunks(x, w, b, pad, oh, ow, add_residual, pre, rows_out=yr)
+        else:
+            _conv_chunks(x, w, b, stride, pad, oh, ow, dt, add_residual, pre, True, rows_out=yr)
         return from_rows(yr, n, oh, ow)
+    assert pre is None and residual is None   # (only the channels_last caller passes them)
+    # small padded maps first; then Winograd where the rule says
+    small = use_small(d["H"], d["W"], d["kh"], d["kw"], stride, pad)
+    wino = not small and use_winograd(d["C"], o, d["kh"], d["kw"], stride, oh, ow)
     y = np.empty((o, n * p), dtype=dt)
     rows = not (small or wino) and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x))
-    res = y[:, :0] if residual is None else as_cfirst(residual).reshape(o, n * p)
 
     def store(z, n0):  # z (O, m, P), a view of the chunk's GEMM output
-        c0, c1 = n0 * p, (n0 + z.shape[1]) * p
         if rows:   # z = zt.T: transpose back in 16x16 tiles
-            rows_to_cnhw_k(z.reshape(o, -1).T, c0, y, res)
-        elif residual is None:
-            y[:, c0:c1] = z.reshape(o, -1)
+            rows_to_cnhw_k(z.reshape(o, -1).T, n0 * p, y, y[:, :0])
         else:
-            np.add(z.reshape(o, -1), res[:, c0:c1], out=y[:, c0:c1])
+            y[:, n0 * p:(n0 + z.shape[1]) * p] = z.reshape(o, -1)
     if small:
         small_chunks(x, w, b, pad, oh, ow, dt, store)
     elif wino:
-        wino_chunks(x, w, b, pad, oh, ow, store, pre)
+        wino_chunks(x, w, b, pad, oh, ow, store)
     else:
-        _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, pre, rows)
+        _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, None, rows)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
 
 
@@ -391,10 +390,10 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     (y, arg), with the same arg encodings, in CNHW layout; with ``channels_last`` (for
     callers that will not run the backward pass, whose kernels expect CNHW) in NHWC
     layout when the rows orientation applies (C >= 8 input maps, or an NHWC x, and at most
-    tuning.NHWC_MAX_O conv maps) and Winograd does not (use_winograd, and C * min(OH, OW)
-    >= tuning.WINO_EVAL_MIN_CW: then CNHW). Large kernels over many maps (use_fft) take the
-    FFT convolution, then the same NHWC reduction; stride-1 3x3 kernels (use_winograd)
-    Winograd F(2x2, 3x3), then the CNHW reduction."""
+    tuning.NHWC_MAX_O conv maps) or the NHWC-rows Winograd does (use_winograd_rows). Large
+    kernels over many maps (use_fft) take the FFT convolution, then the same NHWC
+    reduction; stride-1 3x3 kernels Winograd F(2x2, 3x3): with channels_last its NHWC-rows
+    form, else (use_winograd) the CNHW form and the CNHW reduction."""
     fn = "conv2d_maxout_forward"
     d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
     n, o, kh, kw = d["N"], d["O"], d["kh"], d["kw"]
@@ -412,9 +411,9 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     small = use_small(d["H"], d["W"], kh, kw, stride, pad)   # (CNHW reduction below)
     fft = not small and use_fft(d["C"], kh, kw, stride, oh, ow, channels_last)
     wino = not small and use_winograd(d["C"], o, kh, kw, stride, oh, ow)
-    wino_eval = wino and tuning.WINO_EVAL and d["C"] * min(oh, ow) >= tuning.WINO_EVAL_MIN_CW
-    if fft or (channels_last and not small and not wino_eval and o <= tuning.NHWC_MAX_O
-               and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
+    wino_rows = channels_last and not small and use_winograd_rows(d["C"], o, kh, kw, stride, oh, ow)
+    if fft or wino_rows or (channels_last and not small and o <= tuning.NHWC_MAX_O
+                            and (d["C"] >= tuning.ROWS_MIN_C or is_nhwc(x))):
         # NHWC rows of conv output, their columns in piece-major order (q*cy + c), so that
         # a position's pieces of all maps are contiguous runs: the maxout is then a
         # vectorised select
@@ -439,6 +438,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
                                                y, arg), -(-m // part))
         if fft:
             fft_conv_rows(x, wp, bp, pad, oh, ow, reduce_rows)
+        elif wino_rows:
+            wino_rows_chunks(x, wp, bp, pad, oh, ow, reduce_rows)
         else:
             _conv_chunks(x, wp, bp, stride, pad, oh, ow, dt, reduce_rows, rows=True)
         y, arg = from_rows(y, n, yh, yw), from_rows(arg, n, yh, yw)

@@ -25,13 +25,17 @@ backward (nothing is stored between the passes).
 
 When (use_winograd, measured: tuning.WINO_MIN_C): the backward for stride-1 3x3 convs
 with >= 12 input maps (it won on every such training layer, 0.64-0.92x the im2col path's
-time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: the
-transforms vectorise along a row of tiles); evaluation-mode conv2d_maxout_forward
-(channels_last) too where C * min(OH, OW) >= 768 (tuning.WINO_EVAL_MIN_CW), then in CNHW.
-Untied biases (O, OH, OW) are added by conv.py's callers (the MNIST experiments' maxout convs have them);
-bn_relu_conv2d_forward (the WRN's evaluation-mode convs) keeps its NHWC rows GEMM
-unless tuning.WINO_BN_RELU (then BN and ReLU are folded into the input transform's read;
-measured slower, off).
+time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: these
+transforms run scalar along a row of tiles). Untied biases (O, OH, OW) are added by
+conv.py's callers (the MNIST experiments' maxout convs have them).
+
+Evaluation passes (conv2d_maxout_forward with channels_last, bn_relu_conv2d_forward) take
+a second form, wino_rows_chunks (use_winograd_rows: the backward's shape rule), which
+reads and writes NHWC rows: V[xi] and M[xi] are (tiles, C) / (tiles, O) matrices, the 16
+products (tiles x C) @ U[xi]^T (C x O) in the rows orientation, and the transforms run
+along the maps, vectorised (the section "evaluation: NHWC rows" below). BN and ReLU are
+folded into its first copy of x; its rows go to the maxout reduction or the residual
+add as the rows GEMM's do (measured: tuning.WINO_ROWS).
 
 Tile sizes: only F(2x2, 3x3). Its transforms' coefficients (0, +-1, +-1/2) are exact in
 binary, and its float32 error on fitnet-1 / fitnet-4 layers with CIFAR-10 activations was
@@ -48,8 +52,8 @@ import numpy as np
 from numba import njit
 
 from . import runtime, tuning
-from .layouts import U, canon, nc, pl
-from .patches import no_pre
+from .layouts import CNHW, NHWC, U, canon, nc, pl, rows_in
+from .patches import copy_run, no_pre
 from .runtime import kern, parallel, single_blas
 
 # the filter transform (_filter_k and its adjoint _filter_grad_k are this matrix, written out)
@@ -68,6 +72,14 @@ def use_winograd(c, o, kh, kw, stride, oh, ow, backward=False):
             and o >= tuning.WINO_MIN_O and oh * ow >= tuning.WINO_MIN_P):
         return False
     return backward or c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW
+
+
+def use_winograd_rows(c, o, kh, kw, stride, oh, ow):
+    """True when an evaluation-mode conv with NHWC rows out (conv2d_maxout_forward with
+    channels_last, bn_relu_conv2d_forward) goes by wino_rows_chunks: with tuning.WINO_ROWS,
+    use_winograd's shape rule for the backward (3x3, stride 1, enough maps and positions;
+    no C * min(OH, OW) condition: measured, tuning.py)."""
+    return tuning.WINO_ROWS and use_winograd(c, o, kh, kw, stride, oh, ow, backward=True)
 
 
 def filter_transform(w):
@@ -139,10 +151,10 @@ def tiles(oh, ow):
     return (oh + 1) // 2, (ow + 1) // 2
 
 
-def chunk_samples(n, c, o, t_per, threads):
-    """Samples per chunk: the chunk's V and M (16 (C + O) T elements) under
-    tuning.WINO_CHUNK_ELEMS, at least one sample, every thread at least one chunk."""
-    nb = max(1, tuning.WINO_CHUNK_ELEMS // (16 * (c + o) * t_per))
+def chunk_samples(n, c, o, t_per, threads, elems=None):
+    """Samples per chunk: the chunk's V and M (16 (C + O) T elements) under ``elems``
+    (default tuning.WINO_CHUNK_ELEMS), at least one sample, every thread at least one chunk."""
+    nb = max(1, (elems or tuning.WINO_CHUNK_ELEMS) // (16 * (c + o) * t_per))
     return max(1, min(nb, -(-n // threads)))
 
 
@@ -154,25 +166,15 @@ def chunk_samples(n, c, o, t_per, threads):
 # reading the 4x4 tile of one padded plane, stride 2 between tiles, ran the transforms at
 # 3-5x the GEMMs' time.)
 @njit(inline="always")
-def _split_plane(plane, H, W, ph, pw, Wh, xe, xo, pre, sc, sf):
+def _split_plane(plane, H, W, ph, pw, Wh, xe, xo):
     """Rows of ``plane`` (H, W) into the even / odd column scratches at padded offset
-    (ph, pw): padded column q = t + pw goes to xe (q even) or xo (q odd), index q // 2.
-    With ``pre`` the copy is relu(plane * sc + sf) (an evaluation-mode batch norm and
-    ReLU folded into the read, as im2col_k's; the border stays 0: padding comes after)."""
+    (ph, pw): padded column q = t + pw goes to xe (q even) or xo (q odd), index q // 2."""
     for h in range(H):
         r = U((h + ph) * Wh)
-        if pre:
-            for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
-                v = plane[h, U(j + j - U(pw))] * sc + sf
-                xe[r + j] = v if v > 0 else 0
-            for j in range(U(pw // 2), U((W + pw) // 2)):
-                v = plane[h, U(j + j + U(1) - U(pw))] * sc + sf
-                xo[r + j] = v if v > 0 else 0
-        else:
-            for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
-                xe[r + j] = plane[h, U(j + j - U(pw))]
-            for j in range(U(pw // 2), U((W + pw) // 2)):
-                xo[r + j] = plane[h, U(j + j + U(1) - U(pw))]
+        for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
+            xe[r + j] = plane[h, U(j + j - U(pw))]
+        for j in range(U(pw // 2), U((W + pw) // 2)):
+            xo[r + j] = plane[h, U(j + j + U(1) - U(pw))]
 
 
 @njit(inline="always")
@@ -187,12 +189,11 @@ def _merge_plane(xe, xo, H, W, ph, pw, Wh, plane):
 
 
 @kern
-def input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, v, pre, scale, shift):
+def input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, v):
     """V = B^T d B of every 4x4 input tile of samples n0..n0+m-1 into v (16, S >= C*m*th*tw)
     (row xi holds the (C, m*th*tw) matrix V[xi]):
     tile (a, b) of sample n covers the padded rows 2a..2a+3, columns 2b..2b+3 of each
-    plane (the scratches' zero border: the padding and the remainder tiles of odd maps).
-    ``pre, scale, shift``: as im2col_k's (patches.no_pre for a plain read)."""
+    plane (the scratches' zero border: the padding and the remainder tiles of odd maps)."""
     N, C = nc(xb, xcf)
     H = xb.shape[2]
     W = xb.shape[3]
@@ -202,11 +203,9 @@ def input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, v, pre, scale, shift):
     T = th * tw
     vf = v.reshape(-1)
     ST = U(v.shape[1])   # stride between two points xi of v
-    one = np.ones(1, dtype=xb.dtype)[0]
     for n in range(m):
         for c in range(C):
-            _split_plane(pl(xb, xcf, n0 + n, c), H, W, ph, pw, Wh, xe, xo, pre,
-                         scale[c] if pre else one, shift[c] if pre else one - one)
+            _split_plane(pl(xb, xcf, n0 + n, c), H, W, ph, pw, Wh, xe, xo)
             for a in range(th):
                 o = U(c * m * T + n * T + a * tw)
                 r0 = U(2 * a * Wh)
@@ -460,22 +459,21 @@ def _stack(buf, rows, cols):
     return buf[:, :rows * cols].reshape(16, rows, cols)
 
 
-def wino_chunks(x, w, b, pad, oh, ow, consume, pre=None):
+def _forward_setup(x, w, b, oh, ow):
+    """-> (n, c, o, dtype, th, tw, tiles per sample, OH*OW, bias (O,): zeros for None)."""
+    th, tw = tiles(oh, ow)
+    bias = np.zeros(w.shape[0], x.dtype) if b is None else np.ascontiguousarray(b)
+    return x.shape[0], x.shape[1], w.shape[0], x.dtype, th, tw, th * tw, oh * ow, bias
+
+
+def wino_chunks(x, w, b, pad, oh, ow, consume):
     """conv2d_forward(x, w, b, 1, pad) of a 3x3 kernel by F(2x2, 3x3), per chunk of samples
     over the thread pool: consume(z, n0) gets each chunk's output z (O, m, OH*OW) (valid
-    only during the call), the contract of conv._conv_chunks. b: None or tied (O,);
-    ``pre``: (True, scale, shift) reads relu(x * scale[c] + shift[c]) instead of x."""
-    n, c = x.shape[0], x.shape[1]
-    o = w.shape[0]
-    dt = x.dtype
+    only during the call), the contract of conv._conv_chunks. b: None or tied (O,)."""
+    n, c, o, dt, th, tw, t1, p, bias = _forward_setup(x, w, b, oh, ow)
     ph, pw = pad
-    th, tw = tiles(oh, ow)
-    t1 = th * tw
-    p = oh * ow
     xb, xcf = canon(x)
     u = filter_transform(w)
-    bias = np.zeros(o, dt) if b is None else np.ascontiguousarray(b)
-    pre = no_pre(dt) if pre is None else pre
     nb = chunk_samples(n, c, o, t1, runtime.GEMM_THREADS)
     bufs = {}
 
@@ -488,7 +486,7 @@ def wino_chunks(x, w, b, pad, oh, ow, consume, pre=None):
         n0 = i * nb
         m = min(nb, n - n0)
         z = zb[:o * m * p].reshape(o, m, p)
-        input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb, *pre)
+        input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb)
         np.matmul(u, _stack(vb, c, m * t1), out=_stack(mb, o, m * t1))
         output_transform_k(mb, m, th, tw, oh, ow, bias, z)
         consume(z, n0)
@@ -526,7 +524,7 @@ def wino_backward(dyc, x, w, pad, need_dx):
         for i in range(chunks * g // groups, chunks * (g + 1) // groups):
             n0 = i * nb
             m = min(nb, n - n0)
-            input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb, *no_pre(dt))
+            input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb)
             output_adjoint_k(dyc, n0, m, th, tw, mb)
             v, dm = _stack(vb, c, m * t1), _stack(mb, o, m * t1)
             vt = v.transpose(0, 2, 1)
@@ -547,3 +545,181 @@ def wino_backward(dyc, x, w, pad, need_dx):
         total = total + a
     db = dyc.reshape(o, -1).sum(axis=1)
     return (dxb.swapaxes(0, 1) if need_dx else None), filter_grad(total), db
+
+
+# ------------------------------------------------------------------ evaluation: NHWC rows
+# Evaluation passes hand NHWC rows from layer to layer (conv.py's rows GEMM writes them).
+# There the transforms vectorise along the maps instead of along a row of tiles: each
+# sample is first copied into a zero-bordered scratch xs (Hp, 2, Wh, C) whose padded
+# columns are split by parity (column q at [q & 1, q >> 1]), so that in a row of tiles
+# the C values of tile b's column 2b + l sit at one fixed offset from b*C for every b.
+# Each of the 16 points' rows of a tile row, V[xi][tiles of the row] (tw, C), is then one
+# loop over tw*C contiguous values with 4 loads and 1 store, and each output position's
+# row one loop over O values with 4 loads and 1 store: few enough distinct streams for
+# LLVM's runtime alias checks (at most 8), so it vectorises them (the CNHW transforms
+# above, with 16 store streams, run scalar).
+@kern
+def split_pad_k(xb, lay, n0, m, ph, pw, xs, pre, scale, shift):
+    """Samples n0..n0+m-1 of xb (layout ``lay``: NCHW, CNHW or NHWC) into xs (m, Hp, 2,
+    Wh, C): padded position (r, q) = (h + ph, w + pw) at xs[n, r, q & 1, q >> 1]. Only
+    the interior is written: the border keeps the zeros the caller allocated it with.
+    ``pre, scale, shift``: as im2col_k's (relu(x * scale[c] + shift[c]) read instead)."""
+    if lay == NHWC:
+        H = xb.shape[1]
+        W = xb.shape[2]
+    else:
+        H = xb.shape[2]
+        W = xb.shape[3]
+    C = xs.shape[4]
+    Wh = xs.shape[3]
+    Hp = xs.shape[1]
+    uC = U(C)
+    sf = xs.reshape(-1)
+    xf = xb.reshape(-1)
+    for n in range(m):
+        for h in range(H):
+            r = U((n * Hp + h + ph) * 2)
+            for t in range(W):
+                q = t + pw
+                d = ((r + U(q & 1)) * U(Wh) + U(q >> 1)) * uC
+                if lay == NHWC:
+                    copy_run(xf, U((((n0 + n) * H + h) * W + t) * C), sf, d, uC, pre, scale, shift)
+                else:
+                    for c in range(C):
+                        v = pl(xb, lay == CNHW, n0 + n, c)[h, t]
+                        if pre:
+                            v = v * scale[c] + shift[c]
+                            v = v if v > 0 else 0
+                        sf[d + U(c)] = v
+
+
+@njit(inline="always")
+def _v_run(vf, dst, sf, s00, s10, s01, s11, sr, sc, L):
+    """vf[dst + q] = (d00 + sr d10) + sc (d01 + sr d11) for q < L, d.. = sf[s.. + q]: one
+    point's V over a row of tiles (rows combined first, then columns; sr, sc = +-1)."""
+    for q in range(L):
+        a0 = sf[s00 + q] - sf[s10 + q] if sr < 0 else sf[s00 + q] + sf[s10 + q]
+        a1 = sf[s01 + q] - sf[s11 + q] if sr < 0 else sf[s01 + q] + sf[s11 + q]
+        vf[dst + q] = a0 - a1 if sc < 0 else a0 + a1
+
+
+@kern
+def input_transform_rows_k(xs, m, th, tw, v):
+    """V = B^T d B of every tile of the split scratch xs (m, Hp, 2, Wh, C) into v (16, S):
+    row xi holds V[xi] as the (m*th*tw, C) matrix whose row (n*th + a)*tw + b is tile (a,
+    b) of sample n. Tile b's padded columns 2b + l are xs[.., l & 1, b + (l >> 1)]."""
+    C = xs.shape[4]
+    Wh = xs.shape[3]
+    Hp = xs.shape[1]
+    sf = xs.reshape(-1)
+    vf = v.reshape(-1)
+    ST = U(v.shape[1])
+    L = U(tw * C)
+    uC = U(C)
+    plane = U(2 * Wh * C)   # one padded row: its even, then its odd columns
+    half = U(Wh * C)
+    for n in range(m):
+        for a in range(th):
+            r0 = U(n * Hp + 2 * a) * plane
+            dst = U((n * th + a) * tw) * uC
+            # the padded rows 2a + k of the tile row, and tile b's padded columns 2b + l at
+            # parity l & 1, offset (l >> 1) * C (the signs written out: constants)
+            rw = (r0, r0 + plane, r0 + U(2) * plane, r0 + U(3) * plane)
+            cl = (U(0), half, uC, half + uC)
+            _v_run(vf, U(0) * ST + dst, sf, rw[0] + cl[0], rw[2] + cl[0], rw[0] + cl[2], rw[2] + cl[2], -1, -1, L)
+            _v_run(vf, U(1) * ST + dst, sf, rw[0] + cl[1], rw[2] + cl[1], rw[0] + cl[2], rw[2] + cl[2], -1, 1, L)
+            _v_run(vf, U(2) * ST + dst, sf, rw[0] + cl[2], rw[2] + cl[2], rw[0] + cl[1], rw[2] + cl[1], -1, -1, L)
+            _v_run(vf, U(3) * ST + dst, sf, rw[0] + cl[1], rw[2] + cl[1], rw[0] + cl[3], rw[2] + cl[3], -1, -1, L)
+            _v_run(vf, U(4) * ST + dst, sf, rw[1] + cl[0], rw[2] + cl[0], rw[1] + cl[2], rw[2] + cl[2], 1, -1, L)
+            _v_run(vf, U(5) * ST + dst, sf, rw[1] + cl[1], rw[2] + cl[1], rw[1] + cl[2], rw[2] + cl[2], 1, 1, L)
+            _v_run(vf, U(6) * ST + dst, sf, rw[1] + cl[2], rw[2] + cl[2], rw[1] + cl[1], rw[2] + cl[1], 1, -1, L)
+            _v_run(vf, U(7) * ST + dst, sf, rw[1] + cl[1], rw[2] + cl[1], rw[1] + cl[3], rw[2] + cl[3], 1, -1, L)
+            _v_run(vf, U(8) * ST + dst, sf, rw[2] + cl[0], rw[1] + cl[0], rw[2] + cl[2], rw[1] + cl[2], -1, -1, L)
+            _v_run(vf, U(9) * ST + dst, sf, rw[2] + cl[1], rw[1] + cl[1], rw[2] + cl[2], rw[1] + cl[2], -1, 1, L)
+            _v_run(vf, U(10) * ST + dst, sf, rw[2] + cl[2], rw[1] + cl[2], rw[2] + cl[1], rw[1] + cl[1], -1, -1, L)
+            _v_run(vf, U(11) * ST + dst, sf, rw[2] + cl[1], rw[1] + cl[1], rw[2] + cl[3], rw[1] + cl[3], -1, -1, L)
+            _v_run(vf, U(12) * ST + dst, sf, rw[1] + cl[0], rw[3] + cl[0], rw[1] + cl[2], rw[3] + cl[2], -1, -1, L)
+            _v_run(vf, U(13) * ST + dst, sf, rw[1] + cl[1], rw[3] + cl[1], rw[1] + cl[2], rw[3] + cl[2], -1, 1, L)
+            _v_run(vf, U(14) * ST + dst, sf, rw[1] + cl[2], rw[3] + cl[2], rw[1] + cl[1], rw[3] + cl[1], -1, -1, L)
+            _v_run(vf, U(15) * ST + dst, sf, rw[1] + cl[1], rw[3] + cl[1], rw[1] + cl[3], rw[3] + cl[3], -1, -1, L)
+
+
+@kern
+def output_transform_rows_k(mm, m, th, tw, oh, ow, bias, z, rs):
+    """Y = A^T M A + bias of every tile of mm (16, S) (row xi: the (m*th*tw, O) matrix
+    M[xi], rows as input_transform_rows_k's) into z (m*oh*ow, O), the NHWC rows of the
+    chunk; remainder tiles of odd maps write only their first row / column. rs: scratch
+    of >= 8*tw*O values (the row pass of one row of tiles)."""
+    O = z.shape[1]
+    uO = U(O)
+    L = U(tw * O)
+    mf = mm.reshape(-1)
+    zf = z.reshape(-1)
+    ST = U(mm.shape[1])
+    for n in range(m):
+        for a in range(th):
+            src = U((n * th + a) * tw) * uO
+            # rows: R0_j = M(0,j) + M(1,j) + M(2,j), R1_j = M(1,j) - M(2,j) - M(3,j)
+            for j in range(4):
+                s0 = U(j) * ST + src
+                s1 = s0 + U(4) * ST
+                s2 = s1 + U(4) * ST
+                s3 = s2 + U(4) * ST
+                d0 = U(j) * L
+                d1 = d0 + U(4) * L
+                for q in range(L):
+                    rs[d0 + q] = mf[s0 + q] + mf[s1 + q] + mf[s2 + q]
+                for q in range(L):
+                    rs[d1 + q] = mf[s1 + q] - mf[s2 + q] - mf[s3 + q]
+            for u in range(2 if 2 * a + 1 < oh else 1):
+                row = U((n * oh + 2 * a + u) * ow)
+                for b in range(tw):
+                    e0 = U(4 * u) * L + U(b) * uO
+                    e1 = e0 + L
+                    e2 = e1 + L
+                    e3 = e2 + L
+                    p = (row + U(2 * b)) * uO
+                    # columns: Y(u,0) = R_u0 + R_u1 + R_u2, Y(u,1) = R_u1 - R_u2 - R_u3
+                    for o in range(uO):
+                        zf[p + o] = rs[e0 + o] + rs[e1 + o] + rs[e2 + o] + bias[o]
+                    if 2 * b + 1 < ow:
+                        p1 = p + uO
+                        for o in range(uO):
+                            zf[p1 + o] = rs[e1 + o] - rs[e2 + o] - rs[e3 + o] + bias[o]
+
+
+def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None):
+    """conv2d_forward(x, w, b, 1, pad) of a 3x3 kernel by F(2x2, 3x3) with NHWC rows out,
+    per chunk of samples over the thread pool, the contract of conv._conv_chunks(rows=True):
+    consume(z, n0) gets each chunk's output as z (O, m, OH*OW), a transposed view of its
+    NHWC rows (m*OH*OW, O) (valid only during the call); with ``rows_out`` ((N*OH*OW, O))
+    those rows are rows_out's from n0*OH*OW on. b: None or tied (O,);
+    ``pre``: (True, scale, shift) reads relu(x * scale[c] + shift[c]) instead of x."""
+    n, c, o, dt, th, tw, t1, p, bias = _forward_setup(x, w, b, oh, ow)
+    ph, pw = pad
+    xb, lay = rows_in(x)
+    ut = np.ascontiguousarray(filter_transform(w).transpose(0, 2, 1))   # (16, C, O)
+    pre = no_pre(dt) if pre is None else pre
+    nb = chunk_samples(n, c, o, t1, runtime.GEMM_THREADS, tuning.WINO_ROWS_CHUNK_ELEMS)
+    bufs = {}
+
+    def task(i, wid):
+        got = bufs.get(wid)
+        if got is None:   # (xs's zero border is the padding: written once, never touched)
+            got = bufs[wid] = (np.zeros((nb, 2 * th + 2, 2, tw + 1, c), dt),
+                               np.empty((16, stack_stride(nb * t1 * c)), dt),
+                               np.empty((16, stack_stride(nb * t1 * o)), dt),
+                               np.empty(8 * tw * o, dt),
+                               np.empty((nb * p, o), dt) if rows_out is None else None)
+        xs, vb, mb, rs, zb = got
+        n0 = i * nb
+        m = min(nb, n - n0)
+        z = zb[:m * p] if rows_out is None else rows_out[n0 * p:(n0 + m) * p]
+        split_pad_k(xb, lay, n0, m, ph, pw, xs, *pre)
+        input_transform_rows_k(xs, m, th, tw, vb)
+        np.matmul(vb[:, :m * t1 * c].reshape(16, m * t1, c), ut, out=mb[:, :m * t1 * o].reshape(16, m * t1, o))
+        output_transform_rows_k(mb, m, th, tw, oh, ow, bias, z, rs)
+        consume(z.T.reshape(o, m, p), n0)
+
+    with single_blas():
+        parallel(task, -(-n // nb), runtime.GEMM_THREADS)

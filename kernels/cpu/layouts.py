@@ -12,8 +12,8 @@ Values are always NCHW-indexed NumPy arrays; only the strides differ:
     consumes). So a maxout-conv stack never transposes between layers.
   * bn_relu_conv2d_forward (evaluation only) and conv2d_maxout_forward(channels_last=True)
     (for callers that record no backward pass) return channels-last ("NHWC": an
-    (N, C, H, W) view of a C-contiguous (N, H, W, C) buffer): their GEMM produces rows of
-    positions x maps (conv2d_maxout_forward's Winograd path returns CNHW even then). im2row (the conv's patch copy), batch_norm_inference and relu read
+    (N, C, H, W) view of a C-contiguous (N, H, W, C) buffer): their GEMMs produce rows of
+    positions x maps. im2row (the conv's patch copy), batch_norm_inference and relu read
     NHWC in place; other kernels copy it to NCHW first (correct, only slower).
   * Callers must therefore not assume C-contiguity of results: use ``np.ascontiguousarray``
     if you need it (``reshape`` already copies when it must).

@@ -235,26 +235,28 @@ SMALL_MIN_M = 16
 # inference 1.04x (noise: mnist-teacher, which has no 3x3 conv, moved 0.93-1.04x in the same run).
 WINO_MIN_C, WINO_MIN_O, WINO_MIN_P = 12, 32, 36
 WINO_FWD_MIN_CW = 320
-# Evaluation-mode conv2d_maxout_forward (channels_last) also by Winograd (CNHW out) where
-# the rule takes the forward, instead of the rows GEMM (NHWC). Whole inference passes
-# (benchmarks/ab_winograd_models.py --infer, batch 128, eval mode, no graph, WINO_EVAL on
-# / off alternating, median of 9, process CPU time, 2026-12-03, load 4-7): fitnet-4 0.78x,
-# fitnet-1 0.95x, mnist-fitnet 1.00x (its forward layers are below WINO_FWD_MIN_CW).
-# ... but only where also C * min(OH, OW) >= WINO_EVAL_MIN_CW: re-measured 2026-12-05
-# (Intel Xeon, 2 cores, benchmarks/ab_paths.py --kinds infer, medians of 21-31, A/B in one
-# process), fitnet-1's Winograd layers (C * min(OH, OW) = 384 and 512) lost there: its
-# inference 1.03x (two runs) with them by Winograd than with them by the rows GEMM (whose
-# NHWC output the next layer also reads faster); fitnet-4 0.98-0.99x with its 48x16x16
-# layer (768) by Winograd, so the threshold sits at the smallest measured winner.
-WINO_EVAL = True
-WINO_EVAL_MIN_CW = 768
-# bn_relu_conv2d_forward (the WRN's evaluation-mode convs) by Winograd (BN and ReLU folded
-# into the input transform's read, CNHW out, the residual added per chunk) instead of its
-# NHWC rows GEMM: wrn-10-2 inference 1.10x (CPU time) / 1.15x (wall) the rows path's
-# (--infer --flag WINO_BN_RELU, median of 11): the NHWC rows feed the next block without
-# a transpose. Off. Re-measured 2026-12-05 (Intel Xeon, 2 cores, benchmarks/ab_paths.py
-# --models wrn-10-2 --b "WINO_BN_RELU=True" --kinds infer, medians of 21): 1.30x.
-WINO_BN_RELU = False
+# Evaluation passes (conv2d_maxout_forward with channels_last, bn_relu_conv2d_forward) go
+# by the NHWC-rows Winograd (conv_winograd.wino_rows_chunks: transforms vectorised along
+# the maps) wherever the backward's shape rule holds, instead of the rows GEMM (im2row,
+# rows @ W^T). Measured 2026-12-05 (Intel Xeon, 2 cores, batch 128, A/B in one process,
+# medians of 15: benchmarks/ab_paths.py --b "WINO_ROWS=False" --kinds infer), inference
+# without / with it: fitnet-1 1.13, fitnet-4 1.16 (whose 768+ layers went by the CNHW
+# Winograd before: this replaced that path and tuning.WINO_EVAL), wrn-10-2 1.26 (BN and ReLU
+# folded into the first copy; the CNHW Winograd of these convs had been 1.30x slower than
+# the rows GEMM, tuning.WINO_BN_RELU, now gone), mnist-fitnet 1.04, mnist-teacher and
+# cifar-teacher (no 3x3 conv) 0.99. Per layer (conv2d_maxout_forward, 2 threads, medians
+# of 21 alternating) it lost only on mnist-fitnet h5 (12 maps of 8x8, 6x6 out, 4 pieces:
+# 0.65 / 0.57 ms) and by 1.07-1.08x on fitnet-1 h1 / h3 (16 maps, 32x32 / 16x16), but
+# a C * min(OH, OW) threshold of 100 or 300 changed whole inference passes by 0.99-1.02
+# (mnist-fitnet, fitnet-1, medians of 21): no threshold.
+WINO_ROWS = True
+# Its chunks: V and M of up to this many elements (wino_rows_chunks; the training forms keep
+# WINO_CHUNK_ELEMS). Bigger chunks mean fewer Python-level calls per layer (at 2^18 fitnet-1's
+# 16-map layers ran one sample per chunk). Whole inference passes against 2^18 (ab_paths.py,
+# medians of 15): 2^19 mnist-fitnet 0.95, fitnet-1 0.92, fitnet-4 1.01, wrn-10-2 1.00; 2^20
+# 0.91, 0.92, 1.02, 1.00; against 2^20: 2^21 1.08, 1.16, 0.99, 1.10; 2^22 1.30, 1.26,
+# 1.07, 1.18.
+WINO_ROWS_CHUNK_ELEMS = 1 << 20
 # Elements of one chunk's V and M (16 (C + O) tiles, float32: 1 MB, the L2 of one core).
 # Measured (as above, Winograd forced, 2^16 / 2^17 / 2^18 / 2^19): the same within the
 # noise (+-10%) up to 2^18 on every layer; 2^19 was 5-40% slower on the 8x8 layers

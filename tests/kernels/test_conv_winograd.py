@@ -12,6 +12,7 @@ import pytest
 
 from kernels import cpu, reference as ref
 from kernels.cpu import conv as cpu_conv, conv_winograd as cw, runtime, tuning
+from kernels.cpu.layouts import from_rows, is_nhwc
 
 BOUND = {np.float32: 1.0, np.float64: 1.0}
 
@@ -199,16 +200,20 @@ def test_dispatch_rule(monkeypatch):
     cpu.conv2d_forward(x, w, b, 2, 1)   # stride 2
     cpu.conv2d_maxout_forward(x[:, :c - 1], w[:, :c - 1], b, 1, 1, 2)   # too few input maps
     cpu.conv2d_backward(y, x[:, :c - 1], w[:, :c - 1], 1, 1)
-    monkeypatch.setattr(tuning, "WINO_EVAL", False)   # evaluation: then the rows path
+    # evaluation (channels_last): the NHWC-rows form wherever the backward's rule holds
+    monkeypatch.setattr(cpu_conv, "wino_rows_chunks",
+                        lambda *a, **k: (calls.append("rows"), cw.wino_rows_chunks(*a, **k))[1])
+    monkeypatch.setattr(tuning, "WINO_ROWS", False)   # off: the rows GEMM
     cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, channels_last=True)
     assert calls == []
-    monkeypatch.setattr(tuning, "WINO_EVAL", True)
-    cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, channels_last=True)   # C * min(OH, OW) 512 < 768
+    monkeypatch.setattr(tuning, "WINO_ROWS", True)
+    cpu.conv2d_maxout_forward(x, w, b, 2, 1, 2, channels_last=True)   # stride 2
+    cpu.conv2d_maxout_forward(x[:, :c - 1], w[:, :c - 1], b, 1, 1, 2, channels_last=True)   # too few maps
     assert calls == []
-    xl = rng.standard_normal((2, 32, 32, 32)).astype(np.float32)      # 1024: by Winograd
-    y, a = cpu.conv2d_maxout_forward(xl, w, b, 1, 1, 2, (2, 2), (2, 2), True, channels_last=True)
-    assert calls == ["fwd"]
-    zr = ref.conv2d_forward(xl.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
+    y, a = cpu.conv2d_maxout_forward(xs, w, b, 1, 1, 2, (2, 2), (2, 2), True, channels_last=True)
+    assert calls == ["rows"]   # (8x8 maps of 32: below the training forward's rule)
+    assert is_nhwc(y) and is_nhwc(a)
+    zr = ref.conv2d_forward(xs.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
     assert_close(y, ref.maxout_pool_forward(zr, 2, (2, 2), (2, 2), True)[0], 9 * 32, "evaluation forward")
 
 
@@ -282,9 +287,9 @@ def test_conv2d_forward_layouts(monkeypatch, layout):
 
 @pytest.mark.parametrize("residual", [False, True])
 def test_bn_relu_conv_evaluation(monkeypatch, residual):
-    """bn_relu_conv2d_forward (evaluation: BN and ReLU folded into the input transform's
-    read, the residual added in store) by Winograd (tuning.WINO_BN_RELU, off by default:
-    measured slower) equals the reference composition."""
+    """bn_relu_conv2d_forward (evaluation: BN and ReLU folded into the first copy of x, the
+    residual added to each chunk's rows) by the NHWC-rows Winograd and, with
+    tuning.WINO_ROWS off, by the rows GEMM: both equal the reference composition, NHWC out."""
     rng = np.random.default_rng(7)
     n, c, o, h = 3, 16, 32, 9
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
@@ -293,20 +298,79 @@ def test_bn_relu_conv_evaluation(monkeypatch, residual):
     w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
     res = rng.standard_normal((n, o, h, h)).astype(np.float32) if residual else None
     calls = []
-    monkeypatch.setattr(cpu_conv, "wino_chunks", lambda *a, **k: (calls.append(1), cw.wino_chunks(*a, **k)))
-    force(monkeypatch, True)
-    monkeypatch.setattr(tuning, "WINO_BN_RELU", True)
-    y = cpu.bn_relu_conv2d_forward(x, gamma, beta, mean, var, 1e-5, w, None, 1, 1, res)
-    assert calls == [1]
+    monkeypatch.setattr(cpu_conv, "wino_rows_chunks",
+                        lambda *a, **k: (calls.append(1), cw.wino_rows_chunks(*a, **k))[1])
     a = ref.relu_forward(ref.batch_norm_inference(x.astype(np.float64), gamma.astype(np.float64),
                                                   beta.astype(np.float64), mean.astype(np.float64),
                                                   var.astype(np.float64), 1e-5))
     yr = ref.conv2d_forward(a, w.astype(np.float64), None, 1, 1)
     if residual:
         yr = yr + res
-    assert_close(y, yr, 9 * c, "bn_relu_conv2d_forward")
-    monkeypatch.setattr(tuning, "WINO_BN_RELU", False)   # the default: the rows path
-    calls.clear()
-    y0 = cpu.bn_relu_conv2d_forward(x, gamma, beta, mean, var, 1e-5, w, None, 1, 1, res)
-    assert calls == []
-    assert_close(y0, yr, 9 * c, "rows path")
+    for on in (True, False):
+        monkeypatch.setattr(tuning, "WINO_ROWS", on)
+        calls.clear()
+        y = cpu.bn_relu_conv2d_forward(x, gamma, beta, mean, var, 1e-5, w, None, 1, 1, res)
+        assert calls == ([1] if on else [])
+        assert is_nhwc(y)
+        assert_close(y, yr, 9 * c, f"bn_relu_conv2d_forward, WINO_ROWS {on}")
+
+
+def rows_forward(x, w, b, pad, pre=None):
+    """wino_rows_chunks' rows -> (N, O, OH, OW) (channels-last), checking the consume contract."""
+    n, o = x.shape[0], w.shape[0]
+    oh, ow = x.shape[2] + 2 * pad - 2, x.shape[3] + 2 * pad - 2
+    yr = np.full((n * oh * ow, o), np.nan, dtype=x.dtype)
+    seen = []
+
+    def got(z, n0):   # z (O, m, OH*OW): a view of rows n0*OH*OW.. of yr
+        assert z.shape[0] == o and z.shape[2] == oh * ow and np.shares_memory(z, yr)
+        np.testing.assert_array_equal(z.reshape(o, -1).T, yr[n0 * oh * ow:(n0 + z.shape[1]) * oh * ow])
+        seen.extend(range(n0, n0 + z.shape[1]))
+    cw.wino_rows_chunks(x, w, b, (pad, pad), oh, ow, got, pre, rows_out=yr)
+    assert sorted(seen) == list(range(n))
+    return from_rows(yr, n, oh, ow)
+
+
+def nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw", "nhwc"])
+@pytest.mark.parametrize("case", CASES)
+def test_rows_form_matches_reference(case, layout, dt):
+    """wino_rows_chunks (the NHWC-rows form of evaluation passes) from every input layout,
+    with and without a bias, and with BN + ReLU folded into its read: within the bound."""
+    n, c, o, h, wd, pad = case
+    rng = np.random.default_rng(hash(case) % 2**32 + 1)
+    x = rng.standard_normal((n, c, h, wd)).astype(dt)
+    w = rng.standard_normal((o, c, 3, 3)).astype(dt)
+    b = rng.standard_normal(o).astype(dt)
+    xin = {"nchw": x, "cnhw": cnhw(x), "nhwc": nhwc(x)}[layout]
+    yr = ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, pad)
+    y = rows_forward(xin, w, b, pad)
+    assert y.dtype == dt and y.shape == yr.shape
+    assert_close(y, yr, 9 * c, "rows forward")
+    assert_close(rows_forward(xin, w, None, pad), yr - b[:, None, None], 9 * c, "rows forward, no bias")
+    scale, shift = rng.uniform(0.5, 2, c).astype(dt), rng.standard_normal(c).astype(dt)
+    a = np.maximum(x.astype(np.float64) * scale[:, None, None] + shift[:, None, None], 0)
+    assert_close(rows_forward(xin, w, b, pad, (True, scale, shift)),
+                 ref.conv2d_forward(a, w.astype(np.float64), b.astype(np.float64), 1, pad), 9 * c, "rows, pre")
+
+
+def test_rows_form_chunks_threads_and_wrong_kernel(monkeypatch):
+    """One sample per chunk over 2 threads (the zero border of each worker's scratch reused
+    across chunks, a partial last chunk): within the bound; and the bound fails a
+    transposed kernel and a one-pixel shift of this form's output."""
+    rng = np.random.default_rng(8)
+    x = nhwc(rng.standard_normal((11, 16, 7, 9)).astype(np.float32))
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    yr = ref.conv2d_forward(np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), None, 1, 1)
+    monkeypatch.setattr(runtime, "GEMM_THREADS", 2)
+    monkeypatch.setattr(runtime, "NT", 2)
+    monkeypatch.setattr(tuning, "WINO_ROWS_CHUNK_ELEMS", 1)
+    assert_close(rows_forward(x, w, None, 1), yr, 144, "one sample per chunk")
+    with pytest.raises(AssertionError):
+        assert_close(rows_forward(x, np.ascontiguousarray(w.transpose(0, 1, 3, 2)), None, 1), yr, 144, "transposed")
+    with pytest.raises(AssertionError):
+        assert_close(np.roll(rows_forward(x, w, None, 1), 1, axis=3), yr, 144, "shifted")
