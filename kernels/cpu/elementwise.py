@@ -1,6 +1,7 @@
 """Elementwise ops on the CPU: ReLU forward / backward (Numba, in the input's layout,
 NHWC included), the dropout mask, and the engine's NumPy arithmetic (kernels.ENGINE_API:
-broadcasting, casts)."""
+broadcasting, casts; large same-shape operands split over the pool, mixed NCHW / CNHW
+operands by planes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,17 +41,29 @@ def relu_forward(x):
 
 
 @kern
-def _relu_bwd_planes_k(dyb, dcf, yb, ycf, dx, t0, t1):
-    """dx = dy where y > 0, plane by plane, for dy and y in different canonical layouts
-    (planes t0..t1-1 in dy's order; dx in dy's layout)."""
-    N, C = nc(dyb, dcf)
+def _planes_k(op, ab, acf, bb, bcf, out, t0, t1):
+    """out = a + b (op 0), a - b (1), a * b (2), or a where b > 0 (3: relu_backward's dy
+    where y > 0), plane by plane, for a and b (N, C, M) in different canonical layouts
+    (planes t0..t1-1 in a's order; out in a's layout): each plane is contiguous in both, so
+    no transposing copy (e.g. the dropout mask, drawn NCHW, times a CNHW activation)."""
+    N, C = nc(ab, acf)
     for t in range(t0, t1):
-        n, c = (t % N, t // N) if dcf else (t // C, t % C)
-        d = pl(dyb, dcf, n, c)
-        v = pl(yb, ycf, n, c)
-        o = pl(dx, dcf, n, c)
-        for m in range(d.shape[0]):
-            o[m] = d[m] if v[m] > 0 else 0
+        n, c = (t % N, t // N) if acf else (t // C, t % C)
+        x = pl(ab, acf, n, c)
+        y = pl(bb, bcf, n, c)
+        o = pl(out, acf, n, c)
+        if op == 0:
+            for m in range(x.shape[0]):
+                o[m] = x[m] + y[m]
+        elif op == 1:
+            for m in range(x.shape[0]):
+                o[m] = x[m] - y[m]
+        elif op == 2:
+            for m in range(x.shape[0]):
+                o[m] = x[m] * y[m]
+        else:
+            for m in range(x.shape[0]):
+                o[m] = x[m] if y[m] > 0 else 0
 
 
 def relu_backward(dy, y):
@@ -64,7 +77,7 @@ def relu_backward(dy, y):
         if dcf != ycf:  # (e.g. dy from a NCHW product, y CNHW): no transposing copy of y
             dx = np.empty(db.shape, dtype=dy.dtype)
             planes = db.shape[0] * db.shape[1]
-            split(lambda lo, hi: _relu_bwd_planes_k(db, dcf, yb, ycf, dx, lo, hi), planes, dy.size)
+            split(lambda lo, hi: _planes_k(3, db, dcf, yb, ycf, dx, lo, hi), planes, dy.size)
             return uncanon(dx, dcf).reshape(dy.shape)
     db, cf = canon(dy) if dy.ndim >= 2 else (np.ascontiguousarray(dy), False)
     yb = uncanon(y, cf) if dy.ndim >= 2 else y
@@ -127,20 +140,52 @@ def dropout_mask(shape, p, seed=None, dtype=np.float32):
 
 
 # ------------------------------------------------------------------ engine ops (NumPy)
+def _layout(a):
+    """False: C-contiguous; True: a CNHW view (a.swapaxes(0, 1) C-contiguous); else None."""
+    if a.flags.c_contiguous:
+        return False
+    if a.ndim >= 2 and a.swapaxes(0, 1).flags.c_contiguous:
+        return True
+    return None
+
+
+def _binary(ufunc, a, b, op=None):
+    """ufunc(a, b) with NumPy's broadcasting and casts. Two same-shape, same-dtype operands
+    of at least tuning.EW_SPLIT elements go in parts over the pool (the same values): in one
+    buffer layout, contiguous halves by the ufunc (the result in their layout); 4-D in the
+    two canonical layouts, by planes with _planes_k (``op``; the result in a's)."""
+    if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.dtype == b.dtype and a.size >= tuning.EW_SPLIT):
+        la, lb = _layout(a), _layout(b)
+        if la is not None and la == lb:
+            ab, bb = (a.swapaxes(0, 1), b.swapaxes(0, 1)) if la else (a, b)
+            out = np.empty(ab.shape, dtype=a.dtype)
+            af, bf, of = ab.reshape(-1), bb.reshape(-1), out.reshape(-1)
+            split(lambda lo, hi: ufunc(af[lo:hi], bf[lo:hi], out=of[lo:hi]), af.size, af.size)
+            return uncanon(out, la)
+        if la is not None and lb is not None and a.ndim == 4 and op is not None:
+            ab, bb = canon(flat3(a))[0], canon(flat3(b))[0]
+            out = np.empty(ab.shape, dtype=a.dtype)
+            planes = a.shape[0] * a.shape[1]
+            split(lambda lo, hi: _planes_k(op, ab, la, bb, lb, out, lo, hi), planes, a.size)
+            return uncanon(out, la).reshape(a.shape)
+    return ufunc(a, b)
+
+
 def add(a, b):
-    return a + b
+    return _binary(np.add, a, b, 0)
 
 
 def sub(a, b):
-    return a - b
+    return _binary(np.subtract, a, b, 1)
 
 
 def mul(a, b):
-    return a * b
+    return _binary(np.multiply, a, b, 2)
 
 
 def div(a, b):
-    return a / b
+    return _binary(np.true_divide, a, b)
 
 
 def neg(x):

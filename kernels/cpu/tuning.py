@@ -37,6 +37,18 @@ MALLOC_THRESHOLD = 1 << 30
 DROPOUT_SPLIT = 1 << 18
 
 # ------------------------------------------------------------------ optimizer updates (optim.py)
+# The engine's add / sub / mul / div of two same-shape arrays of at least this many elements
+# run in two contiguous halves over the pool (NumPy's ufunc, GIL released). Memory-bound:
+# measured 2026-12-07 (Intel Xeon, 2 cores, float32, medians of 41, one half per thread
+# against one ufunc call): 2^16 elements 0.039 / 0.019 ms, 2^18 0.145 / 0.106, 2^20 0.46 /
+# 0.62, 2^22 2.9 / 5.2. Two 4-D operands in the two canonical layouts (dropout's NCHW mask
+# times a CNHW activation, which NumPy ran as one strided single-threaded pass) go by planes
+# in a Numba kernel. In wrn-10-2 these are dropout's x * mask and g * mask, the residual adds
+# and the gradient sums of a tensor used twice: its engine mul time 17.0 -> 9.0 ms per
+# training step, the step 1.02x faster (benchmarks/ab_paths.py --models wrn-10-2 --b
+# "EW_SPLIT=1<<62" --kinds train --repeats 21, 2026-12-07, Intel Xeon 2 cores, a noisy
+# machine: step 414 / 424 ms); fitnet-4 1.00, mnist-fitnet 1.01.
+EW_SPLIT = 1 << 20
 # Parameters of at least this many elements are updated by the pool's threads (rows split);
 # smaller ones on the calling thread. The update is memory-bound, so two threads barely help,
 # and a hand-off costs more than it saves on mid-size tensors. Measured 2026-12-03 (SGD with

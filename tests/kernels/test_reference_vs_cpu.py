@@ -367,6 +367,39 @@ def test_threaded_split_paths(monkeypatch):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
+def test_engine_arithmetic_in_parts(dt, monkeypatch):
+    """The engine's add / sub / mul / div: two large same-shape operands go in parts over the
+    pool (tuning.EW_SPLIT), with NumPy's values and dtype, in the first operand's layout:
+    one buffer layout by contiguous halves, NCHW with CNHW by planes (not div); strided
+    views, broadcasting, scalars, other dtypes and small operands as NumPy."""
+    from kernels.cpu import elementwise as ew
+    monkeypatch.setattr(tuning, "EW_SPLIT", 1000)
+    monkeypatch.setattr(tuning, "GRAIN", 1)
+    parts = []
+    real = ew.split
+    monkeypatch.setattr(ew, "split", lambda k, total, work: (parts.append(total), real(k, total, work)))
+    rng = np.random.default_rng(3)
+    a = arr(rng, (6, 5, 7, 9), dt)
+    b = arr(rng, (6, 5, 7, 9), dt) + dt(3)   # (no zero divisors)
+    an, bn = layout(a, True), layout(b, True)
+    small = (a[:1, :1], b[:1, :1])
+    for f, ufunc in [(ew.add, np.add), (ew.sub, np.subtract), (ew.mul, np.multiply), (ew.div, np.true_divide)]:
+        planes = f is not ew.div   # (mixed layouts: add / sub / mul by planes, in x's layout)
+        for x, y, split in [(a, b, True), (an, bn, True), (a, bn, planes), (an, b, planes),
+                            (a, b[:, :1], False), (a, dt(2.5), False), (a, b.astype(np.float16), False),
+                            (a[:, :, ::2], b[:, :, ::2], False), (*small, False)]:
+            parts.clear()
+            got, want = f(x, y), ufunc(x, y)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert np.array_equal(got, want)
+            assert bool(parts) == split, (f.__name__, x.shape, getattr(y, "shape", ()))
+            if split:
+                same = ew._layout(x) == ew._layout(y)
+                assert parts == [x.size if same else x.shape[0] * x.shape[1]]
+                assert ew._layout(got) == ew._layout(x)   # the first operand's layout
+
+
+@pytest.mark.parametrize("dt", DTYPES)
 @FAST
 @given(case=conv_case())
 def test_bn_relu_conv_forward(dt, case):
