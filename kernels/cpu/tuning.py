@@ -252,11 +252,12 @@ WINO_FWD_MIN_CW = 320
 # the maps) wherever the backward's shape rule holds, instead of the rows GEMM (im2row,
 # rows @ W^T). Measured 2026-12-05 (Intel Xeon, 2 cores, batch 128, A/B in one process,
 # medians of 15: benchmarks/ab_paths.py --b "WINO_ROWS=False" --kinds infer), inference
-# without / with it: fitnet-1 1.13, fitnet-4 1.16 (whose 768+ layers went by the CNHW
-# Winograd before: this replaced that path and tuning.WINO_EVAL), wrn-10-2 1.26 (BN and ReLU
-# folded into the first copy; the CNHW Winograd of these convs had been 1.30x slower than
-# the rows GEMM, tuning.WINO_BN_RELU, now gone), mnist-fitnet 1.04, mnist-teacher and
-# cifar-teacher (no 3x3 conv) 0.99. Per layer (conv2d_maxout_forward, 2 threads, medians
+# without / with it, with its chunks at 2^18 / at WINO_ROWS_CHUNK_ELEMS below: fitnet-1
+# 1.13 / 1.18, fitnet-4 1.16 / 1.38 (whose 768+ layers went by the CNHW Winograd before:
+# this replaced that path and tuning.WINO_EVAL), wrn-10-2 1.26 / 1.21 (BN and ReLU folded
+# into the first copy; the CNHW Winograd of these convs had been 1.30x slower than the rows
+# GEMM, tuning.WINO_BN_RELU, now gone), mnist-fitnet 1.04 / 1.08, mnist-teacher and
+# cifar-teacher (no 3x3 conv) 0.99-1.01. Per layer (conv2d_maxout_forward, 2 threads, medians
 # of 21 alternating) it lost only on mnist-fitnet h5 (12 maps of 8x8, 6x6 out, 4 pieces:
 # 0.65 / 0.57 ms) and by 1.07-1.08x on fitnet-1 h1 / h3 (16 maps, 32x32 / 16x16), but
 # a C * min(OH, OW) threshold of 100 or 300 changed whole inference passes by 0.99-1.02
