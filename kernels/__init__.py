@@ -44,6 +44,8 @@ kernels.cuda composes them):
                          residual=None) -> y   conv2d_forward(relu(batch_norm_inference(x)))
                                                (+ residual)
   batch_norm_relu_forward(x, gamma, beta, eps) -> (y, mean, invstd)
+  batch_norm_relu_backward(dy, y, x, gamma, mean, invstd) -> (dx, dgamma, dbeta)
+                        batch_norm_backward(relu_backward(dy, y), x, gamma, mean, invstd)
 
 Engine ops (ENGINE_API): the array math of minifit's functional ops, autograd, losses and
 optimizers outside the layer kernels (elementwise arithmetic with broadcasting, sums,
@@ -66,7 +68,8 @@ _API = (
     "relu_forward", "relu_backward", "dropout_mask",
 )
 
-FUSED_API = ("conv2d_maxout_forward", "conv2d_maxout_backward", "bn_relu_conv2d_forward", "batch_norm_relu_forward")
+FUSED_API = ("conv2d_maxout_forward", "conv2d_maxout_backward", "bn_relu_conv2d_forward", "batch_norm_relu_forward",
+             "batch_norm_relu_backward")
 
 ENGINE_API = (
     "add", "sub", "mul", "div", "neg", "absolute", "sign", "exp", "log",

@@ -40,7 +40,7 @@ from .layouts import to_device, to_host
 from .losses import (cross_entropy_backward, cross_entropy_forward, hint_loss_value_and_grad, kd_loss_value_and_grad,
                      log_softmax, log_softmax_backward, softmax, softmax_backward)
 from .norm import (batch_norm_backward, batch_norm_eval_backward, batch_norm_forward, batch_norm_inference,
-                   batch_norm_relu_forward, batch_norm_update_running)
+                   batch_norm_relu_backward, batch_norm_relu_forward, batch_norm_update_running)
 from .optim import adam_update, max_norm_, rmsprop_update, sgd_update
 from .patches import col2im, im2col
 from .pool import (global_avg_pool_backward, global_avg_pool_forward, maxout_backward, maxout_forward,
@@ -49,7 +49,7 @@ from .reduce import reduce_sum, unbroadcast
 from .runtime import MALLOC_TUNED
 
 __all__ = ["MALLOC_TUNED", "absolute", "adam_update", "add", "astype", "batch_norm_backward",
-           "batch_norm_eval_backward", "batch_norm_forward", "batch_norm_inference", "batch_norm_relu_forward", "batch_norm_update_running",
+           "batch_norm_eval_backward", "batch_norm_forward", "batch_norm_inference", "batch_norm_relu_backward", "batch_norm_relu_forward", "batch_norm_update_running",
            "bn_relu_conv2d_forward", "broadcast_to", "col2im", "conv2d_backward", "conv2d_forward",
            "conv2d_maxout_backward", "conv2d_maxout_forward", "cross_entropy_backward", "cross_entropy_forward", "div", "dropout_mask", "exp",
            "gemm", "global_avg_pool_backward", "global_avg_pool_forward", "hint_loss_value_and_grad", "im2col",

@@ -51,10 +51,13 @@ def _bn_fwd_k(xb, xcf, gamma, beta, eps, y, mean, invstd, c0, c1, relu):
 
 
 @kern_sum
-def _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, c0, c1):
+def _bn_bwd_k(dyb, dycf, yb, ycf, relu, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, c0, c1):
+    """dx, dgamma, dbeta of batch norm for channels c0..c1-1; with ``relu`` of
+    relu(batch norm) whose output is y: dy taken where y > 0 (else 0; y unread without)."""
     N, _ = nc(xb, xcf)
     M = xb.shape[2]
     cnt = N * M
+    zero = np.zeros(1, dyb.dtype)[0]
     for c in range(c0, c1):
         mu = mean[c]
         inv = invstd[c]
@@ -62,19 +65,23 @@ def _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, c0, c1
         sg = 0.0
         for n in range(N):
             g = pl(dyb, dycf, n, c)
+            v = pl(yb, ycf, n, c)
             r = pl(xb, xcf, n, c)
             for m in range(M):
-                sb += g[m]
-                sg += g[m] * (r[m] - mu) * inv
+                gm = g[m] if not relu or v[m] > 0 else zero
+                sb += gm
+                sg += gm * (r[m] - mu) * inv
         dbeta[c] = sb
         dgamma[c] = sg
         k = gamma[c] * inv / cnt
         for n in range(N):
             g = pl(dyb, dycf, n, c)
+            v = pl(yb, ycf, n, c)
             r = pl(xb, xcf, n, c)
             o = pl(dx, xcf, n, c)
             for m in range(M):
-                o[m] = k * (cnt * g[m] - sb - (r[m] - mu) * inv * sg)
+                gm = g[m] if not relu or v[m] > 0 else zero
+                o[m] = k * (cnt * gm - sb - (r[m] - mu) * inv * sg)
 
 
 def _bn_specs(x):
@@ -87,8 +94,7 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
 
 def batch_norm_relu_forward(x, gamma, beta, eps=1e-5):
     """relu_forward(batch_norm_forward(x, ...)[0]) and its statistics, in one pass of output
-    (the backward stays the composition: a fused one was slower, 6.5 against 4.0 ms on
-    128x32x32x32, measured when the reductions did not vectorise, before kern_sum)."""
+    (its backward: batch_norm_relu_backward)."""
     return _bn_forward("batch_norm_relu_forward", x, gamma, beta, eps, True)
 
 
@@ -104,17 +110,31 @@ def _bn_forward(fn, x, gamma, beta, eps, relu):
 
 
 def batch_norm_backward(dy, x, gamma, mean, invstd):
-    fn = "batch_norm_backward"
-    d, dt = check(fn, [_bn_specs(x), Spec("dy", dy, x.shape if isinstance(x, np.ndarray) else ()),
-                        Spec("gamma", gamma, ("C",)), Spec("mean", mean, ("C",)),
-                        Spec("invstd", invstd, ("C",))])
+    return _bn_backward("batch_norm_backward", dy, None, x, gamma, mean, invstd)
+
+
+def batch_norm_relu_backward(dy, y, x, gamma, mean, invstd):
+    """batch_norm_backward(relu_backward(dy, y), x, ...) in one kernel: dy is masked by
+    y > 0 as it is read (no masked copy of dy). Measured against the composition (2 threads,
+    Intel Xeon, 2026-12-07, 128 samples, CNHW x): 32 maps of 32x32 2.92 / 4.41 ms, 64 of
+    16x16 1.99 / 3.54, 128 of 8x8 (NCHW dy) 0.82 / 1.27."""
+    return _bn_backward("batch_norm_relu_backward", dy, y, x, gamma, mean, invstd)
+
+
+def _bn_backward(fn, dy, y, x, gamma, mean, invstd):
+    specs = [_bn_specs(x), Spec("dy", dy, x.shape if isinstance(x, np.ndarray) else ())]
+    if y is not None:
+        specs.append(Spec("y", y, x.shape if isinstance(x, np.ndarray) else ()))
+    d, dt = check(fn, specs + [Spec("gamma", gamma, ("C",)), Spec("mean", mean, ("C",)),
+                               Spec("invstd", invstd, ("C",))])
     xb, xcf = canon(flat3(x))
     dyb, dycf = canon(flat3(dy))   # any layout: the kernel reads planes (no transposing copy)
+    yb, ycf = (dyb, dycf) if y is None else canon(flat3(y))
     dx = np.empty(xb.shape, dtype=dt)
     dgamma = np.empty(d["C"], dtype=dt)
     dbeta = np.empty(d["C"], dtype=dt)
-    split(lambda lo, hi: _bn_bwd_k(dyb, dycf, xb, xcf, gamma, mean, invstd, dx, dgamma, dbeta, lo, hi),
-           d["C"], x.size)
+    split(lambda lo, hi: _bn_bwd_k(dyb, dycf, yb, ycf, y is not None, xb, xcf, gamma, mean, invstd, dx,
+                                   dgamma, dbeta, lo, hi), d["C"], x.size)
     return uncanon(dx, xcf).reshape(x.shape), dgamma, dbeta
 
 

@@ -43,6 +43,7 @@ _WHERE = {
     "relu_forward": "elementwise", "relu_backward": "elementwise", "dropout_mask": "elementwise",
     # kernels.FUSED_API
     "conv2d_maxout_forward": "fused", "conv2d_maxout_backward": "fused", "bn_relu_conv2d_forward": "fused", "batch_norm_relu_forward": "fused",
+    "batch_norm_relu_backward": "fused",
     # kernels.ENGINE_API
     "add": "elementwise", "sub": "elementwise", "mul": "elementwise", "div": "elementwise",
     "neg": "elementwise", "absolute": "elementwise", "sign": "elementwise",

@@ -25,8 +25,8 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
 def batch_norm_relu(x, gamma, beta, running_mean=None, running_var=None, training=True,
                     momentum=0.1, eps=1e-5, group=None) -> Tensor:
     """relu(batch_norm(x, ...)), the pre-activation of a residual block, as one op: in
-    training one kernel writes max(y, 0) (kernels.batch_norm_relu_forward); the backward is
-    batch_norm_backward(relu_backward(g, out))."""
+    training one kernel writes max(y, 0) (kernels.batch_norm_relu_forward), and one computes
+    the backward, batch_norm_backward(relu_backward(g, out)) (kernels.batch_norm_relu_backward)."""
     return _batch_norm("batch_norm_relu", x, gamma, beta, running_mean, running_var, training, momentum, eps,
                        relu=True, group=group)
 
@@ -55,7 +55,7 @@ def _batch_norm(name, x, gamma, beta, running_mean, running_var, training, momen
         _check.fail(name, f"training needs more than one value per channel, got input {x.shape}")
     if relu:
         y, mu, invstd = K.batch_norm_relu_forward(x.data, gamma.data, beta.data, eps)
-        backward = lambda g: K.batch_norm_backward(K.relu_backward(g, y), x.data, gamma.data, mu, invstd)  # noqa: E731,E501
+        backward = lambda g: K.batch_norm_relu_backward(g, y, x.data, gamma.data, mu, invstd)  # noqa: E731
     else:
         y, mu, invstd = K.batch_norm_forward(x.data, gamma.data, beta.data, eps)
         backward = lambda g: K.batch_norm_backward(g, x.data, gamma.data, mu, invstd)  # noqa: E731

@@ -216,6 +216,11 @@ def test_batch_norm_relu_fused_api(kc, rng):
     yr, mr, ir = ref.batch_norm_forward(x, gamma, beta, 1e-5)
     close(y, ref.relu_forward(yr))
     close(mean, mr)
+    dy = rnd(rng, 3, 2, 4, 5)
+    got = kernels.batch_norm_relu_backward(dev(dy), y, dev(x), dev(gamma), mean, invstd)
+    want = ref.batch_norm_backward(ref.relu_backward(dy, ref.relu_forward(yr)), x, gamma, mr, ir)
+    for g, r in zip(got, want):
+        close(g, r)
 
 
 def test_bn_relu_conv2d_forward(kc, rng):

@@ -272,6 +272,13 @@ def test_gap_bn_relu(dt, n, c, h, w, four_d, cnhw, seed):
                     ref.batch_norm_backward(dy, xb, gamma, mf, invf)):   # dy and x in different layouts
         assert u.dtype == v.dtype and u.shape == v.shape
         np.testing.assert_allclose(u, v, **tol)
+    yr_relu = ref.relu_forward(yr)
+    want = ref.batch_norm_backward(ref.relu_backward(dy, yr_relu), xb, gamma, mf, invf)
+    for dy_lay in (cnhw, not cnhw):   # batch norm + ReLU backward fused: the reference composition
+        got = cpu.batch_norm_relu_backward(layout(dy, dy_lay), yf, layout(xb, cnhw), gamma, mf, invf)
+        for u, v in zip(got, want):
+            assert u.dtype == v.dtype and u.shape == v.shape
+            np.testing.assert_allclose(u, v, **tol)
     rm, rv = arr(rng, (c,), dt), np.abs(arr(rng, (c,), dt)) + 0.1
     close(cpu.batch_norm_inference(xb, gamma, beta, rm, rv, 1e-5),
           ref.batch_norm_inference(xb, gamma, beta, rm, rv, 1e-5), dt)
