@@ -275,6 +275,22 @@ WINO_ROWS_CHUNK_ELEMS = 1 << 20
 # noise (+-10%) up to 2^18 on every layer; 2^19 was 5-40% slower on the 8x8 layers
 # (128x8x8 -> 256: forward 81 / 91 / 89 / 126 ms).
 WINO_CHUNK_ELEMS = 1 << 18
+# ... but at least this many tiles per chunk: on 8x8 maps with many maps (16 tiles per
+# sample, C + O >= 256) WINO_CHUNK_ELEMS alone leaves 2-4 samples, 32-64 tiles, and the
+# per-point GEMMs (O x C) @ (C x T) a short T. Measured per layer 2026-12-07 (Intel Xeon,
+# 2 threads, benchmarks/ab_winograd.py --chunk 262144,524288,1048576, medians of 7,
+# forward + backward at 2^18 / 2^20): fitnet-4 h11 (80 -> 256 maps, T 48) 1.10x faster,
+# h12-15 (128 -> 256, T 32) 1.22x, h16 1.25x, wrn-10-2 g3 conv2 (128 -> 128, T 64) 1.08x,
+# while layers already at T >= 80 lost with the larger chunks (fitnet-1 h3-h7 0.80-0.89x,
+# wrn-10-2 g1 conv2 0.79x): so a floor on T rather than larger chunks. With the floor at
+# 96 against none, same process (2 threads, medians of 11, forward / backward): 128 -> 256
+# maps of 8x8 1.18x / 1.24x faster, 80 -> 256 0.98x / 1.09x, 128 -> 128 1.04x / 1.08x,
+# 48 -> 128 1.06x / 1.03x, 64 -> 64 of 16x16 (T >= 96 already) 1.03x / 1.01x. Whole
+# training steps (benchmarks/ab_paths.py --b "WINO_MIN_TILES=0", medians of 15-21):
+# fitnet-4 1.03x and 1.10x faster, fitnet-1 0.99x, wrn-10-2 0.96x / 0.98x on the wall
+# clock (a loaded machine) and 1.03x faster on the CPU clock (--clock cpu); inference
+# 0.99-1.01x.
+WINO_MIN_TILES = 96
 # Tile size: F(2x2, 3x3) only. Float32 error on fitnet-1 / fitnet-4 layers with CIFAR-10
 # activations (benchmarks/ab_winograd_error.py, max |err| / max |y| against float64):
 # F(2x2, 3x3) forward 2.3e-7 .. 5.3e-7 (the im2col path 4.2e-7 .. 1.2e-6: the Winograd sums

@@ -89,6 +89,7 @@ def test_chunks_and_threads(monkeypatch):
     monkeypatch.setattr(runtime, "GEMM_THREADS", 2)
     monkeypatch.setattr(runtime, "NT", 2)
     monkeypatch.setattr(tuning, "WINO_CHUNK_ELEMS", 1)   # one sample per chunk
+    monkeypatch.setattr(tuning, "WINO_MIN_TILES", 1)
     y = forward(x, w, None, 1)
     assert_close(y, ref.conv2d_forward(np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), None, 1, 1),
                  72, "forward")
@@ -101,6 +102,23 @@ def test_chunks_and_threads(monkeypatch):
                                       np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), 1, 1)
     assert_close(runs[0][0], dxr, 9 * 12, "dx")
     assert_close(runs[0][1], dwr, 11 * 63, "dw")
+
+
+def test_chunk_samples_rule(monkeypatch):
+    """Samples per chunk: V and M under the element budget, but at least WINO_MIN_TILES
+    tiles, at least one sample, and no more than the threads' share of the batch."""
+    monkeypatch.setattr(tuning, "WINO_CHUNK_ELEMS", 1 << 18)
+    monkeypatch.setattr(tuning, "WINO_MIN_TILES", 96)
+    assert cw.chunk_samples(128, 16, 32, 256, 2) == 1            # 32x32 maps: the budget, 256 tiles
+    assert cw.chunk_samples(128, 32, 64, 64, 2) == 2             # budget 2.7 -> 2 (128 tiles)
+    assert cw.chunk_samples(128, 128, 256, 16, 2) == 6           # budget 2 (32 tiles): floor 96 / 16
+    assert cw.chunk_samples(128, 48, 128, 16, 2) == 6            # budget 5.8 -> 5 (80 tiles): floor
+    assert cw.chunk_samples(128, 16, 48, 4, 2) == 64             # budget 64 over the floor's 24
+    assert cw.chunk_samples(8, 128, 256, 16, 2) == 4             # the threads' share caps both
+    assert cw.chunk_samples(128, 16, 32, 256, 2, elems=1 << 20) == 5
+    monkeypatch.setattr(tuning, "WINO_MIN_TILES", 0)
+    assert cw.chunk_samples(128, 128, 256, 16, 2) == 2
+    assert cw.chunk_samples(128, 1 << 20, 1, 256, 2) == 1       # never below one sample
 
 
 def test_bound_catches_wrong_kernel():
@@ -369,6 +387,7 @@ def test_rows_form_chunks_threads_and_wrong_kernel(monkeypatch):
     monkeypatch.setattr(runtime, "GEMM_THREADS", 2)
     monkeypatch.setattr(runtime, "NT", 2)
     monkeypatch.setattr(tuning, "WINO_ROWS_CHUNK_ELEMS", 1)
+    monkeypatch.setattr(tuning, "WINO_MIN_TILES", 1)
     assert_close(rows_forward(x, w, None, 1), yr, 144, "one sample per chunk")
     with pytest.raises(AssertionError):
         assert_close(rows_forward(x, np.ascontiguousarray(w.transpose(0, 1, 3, 2)), None, 1), yr, 144, "transposed")
