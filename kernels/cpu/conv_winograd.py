@@ -155,7 +155,8 @@ def chunk_samples(n, c, o, t_per, threads, elems=None):
     """Samples per chunk: the chunk's V and M (16 (C + O) T elements) under ``elems``
     (default tuning.WINO_CHUNK_ELEMS), but at least tuning.WINO_MIN_TILES tiles (the
     GEMMs' long side) and one sample; every thread at least one chunk."""
-    nb = max(1, (elems or tuning.WINO_CHUNK_ELEMS) // (16 * (c + o) * t_per), -(-tuning.WINO_MIN_TILES // t_per))
+    nb = max(1, (elems or tuning.WINO_CHUNK_ELEMS) // (16 * (c + o) * t_per),
+             -(-tuning.WINO_MIN_TILES // t_per))
     return max(1, min(nb, -(-n // threads)))
 
 

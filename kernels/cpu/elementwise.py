@@ -150,12 +150,12 @@ def _layout(a):
 
 
 def _binary(ufunc, a, b, op=None):
-    """ufunc(a, b) with NumPy's broadcasting and casts. Two same-shape, same-dtype operands
-    of at least tuning.EW_SPLIT elements go in parts over the pool (the same values): in one
-    buffer layout, contiguous halves by the ufunc (the result in their layout); 4-D in the
-    two canonical layouts, by planes with _planes_k (``op``; the result in a's)."""
+    """ufunc(a, b) with NumPy's broadcasting and casts. Two same-shape float operands of one
+    dtype and at least tuning.EW_SPLIT elements go in parts over the pool (the same values):
+    in one buffer layout, contiguous halves by the ufunc (the result in their layout); 4-D
+    in the two canonical layouts, by planes with _planes_k (``op``; the result in a's)."""
     if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
-            and a.dtype == b.dtype and a.size >= tuning.EW_SPLIT):
+            and a.dtype == b.dtype and a.dtype.kind == "f" and a.size >= tuning.EW_SPLIT):
         la, lb = _layout(a), _layout(b)
         if la is not None and la == lb:
             ab, bb = (a.swapaxes(0, 1), b.swapaxes(0, 1)) if la else (a, b)

@@ -378,7 +378,7 @@ def test_engine_arithmetic_in_parts(dt, monkeypatch):
     """The engine's add / sub / mul / div: two large same-shape operands go in parts over the
     pool (tuning.EW_SPLIT), with NumPy's values and dtype, in the first operand's layout:
     one buffer layout by contiguous halves, NCHW with CNHW by planes (not div); strided
-    views, broadcasting, scalars, other dtypes and small operands as NumPy."""
+    views, broadcasting, scalars, mixed or integer dtypes and small operands as NumPy."""
     from kernels.cpu import elementwise as ew
     monkeypatch.setattr(tuning, "EW_SPLIT", 1000)
     monkeypatch.setattr(tuning, "GRAIN", 1)
@@ -394,6 +394,7 @@ def test_engine_arithmetic_in_parts(dt, monkeypatch):
         planes = f is not ew.div   # (mixed layouts: add / sub / mul by planes, in x's layout)
         for x, y, split in [(a, b, True), (an, bn, True), (a, bn, planes), (an, b, planes),
                             (a, b[:, :1], False), (a, dt(2.5), False), (a, b.astype(np.float16), False),
+                            ((a * 4).astype(np.int64), np.abs((b * 4).astype(np.int64)) + 1, False),
                             (a[:, :, ::2], b[:, :, ::2], False), (*small, False)]:
             parts.clear()
             got, want = f(x, y), ufunc(x, y)
