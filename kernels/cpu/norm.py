@@ -122,9 +122,8 @@ def batch_norm_relu_backward(dy, y, x, gamma, mean, invstd):
 
 
 def _bn_backward(fn, dy, y, x, gamma, mean, invstd):
-    specs = [_bn_specs(x), Spec("dy", dy, x.shape if isinstance(x, np.ndarray) else ())]
-    if y is not None:
-        specs.append(Spec("y", y, x.shape if isinstance(x, np.ndarray) else ()))
+    like_x = x.shape if isinstance(x, np.ndarray) else ()
+    specs = [_bn_specs(x), Spec("dy", dy, like_x)] + ([] if y is None else [Spec("y", y, like_x)])
     d, dt = check(fn, specs + [Spec("gamma", gamma, ("C",)), Spec("mean", mean, ("C",)),
                                Spec("invstd", invstd, ("C",))])
     xb, xcf = canon(flat3(x))

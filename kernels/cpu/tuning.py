@@ -25,7 +25,7 @@ GRAIN = 1 << 16
 # both ways, peak RSS 285 MB both ways). MINIFIT_MALLOC=system keeps glibc's defaults.
 MALLOC_THRESHOLD = 1 << 30
 
-# ------------------------------------------------------------------ dropout mask (elementwise.py)
+# ------------------------------------------------------------------ dropout mask, engine arithmetic (elementwise.py)
 # Masks of at least this many elements per part (twice this for two threads) are drawn by
 # the pool's threads, each part from its own advanced copy of the generator (the same
 # draws as one thread's). Measured 2026-12-05 (Intel Xeon, 2 cores, medians of 31, the
@@ -35,8 +35,6 @@ MALLOC_THRESHOLD = 1 << 30
 # its whole training step 0.99x / 0.98x of the one-thread mask's (benchmarks/ab_paths.py
 # --models wrn-10-2 --b "DROPOUT_SPLIT=1<<40" --kinds train, medians of 15, two runs).
 DROPOUT_SPLIT = 1 << 18
-
-# ------------------------------------------------------------------ optimizer updates (optim.py)
 # The engine's add / sub / mul / div of two same-shape arrays of at least this many elements
 # run in two contiguous halves over the pool (NumPy's ufunc, GIL released). Memory-bound:
 # measured 2026-12-07 (Intel Xeon, 2 cores, float32, medians of 41, one half per thread
@@ -49,6 +47,8 @@ DROPOUT_SPLIT = 1 << 18
 # "EW_SPLIT=1<<62" --kinds train --repeats 21, 2026-12-07, Intel Xeon 2 cores, a noisy
 # machine: step 414 / 424 ms); fitnet-4 1.00, mnist-fitnet 1.01.
 EW_SPLIT = 1 << 20
+
+# ------------------------------------------------------------------ optimizer updates (optim.py)
 # Parameters of at least this many elements are updated by the pool's threads (rows split);
 # smaller ones on the calling thread. The update is memory-bound, so two threads barely help,
 # and a hand-off costs more than it saves on mid-size tensors. Measured 2026-12-03 (SGD with
