@@ -3,13 +3,14 @@
 For each stride-1 3x3 training layer (batch 128, float32, x and dy in CNHW as in-network):
 the forward (kernels.cpu.conv2d_maxout_forward, or conv2d_forward for the WRN's plain
 convs) and the backward (conv2d_backward, dx only where the layer is not the first)
-timed with Winograd forced on (tuning.WINO_MIN_* and WINO_FWD_MIN_CW = 0) and off (= 10**9), the two
+timed with Winograd forced on (tuning.WINO_MIN_* = 0) and off (= 10**9), the two
 alternating call by call; median of --repeat calls each after one warm-up.
 
   env -u OPENBLAS_CORETYPE MINIFIT_NUM_THREADS=2 /work/main/.venv/bin/python benchmarks/ab_winograd.py
       [--repeat 7] [--only SUBSTRING] [--chunk ELEMS,...] [--clock wall|cpu]
 
---chunk times the Winograd path at each tuning.WINO_CHUNK_ELEMS value instead (A/B/C...).
+--chunk times the Winograd path at each chunk budget instead (A/B/C...): the value is set as both
+tuning.WINO_ROWS_CHUNK_ELEMS (the forward's) and tuning.WINO_CHUNK_ELEMS (the backward's).
 --clock cpu: process CPU time (both threads' sum): less sensitive to other jobs on a shared
 machine than the wall clock.
 """
@@ -60,7 +61,7 @@ LAYERS = [
 
 
 def force(on):
-    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW = (0,) * 4 if on else (10**9,) * 4
+    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P = (0,) * 3 if on else (10**9,) * 3
 
 
 def cnhw(a):
@@ -111,7 +112,8 @@ def main():
           f"(variants alternating)")
     print(f"{'layer':22s} " + " ".join(f"{'fwd ' + v[0]:>14s}" for v in variants) + " "
           + " ".join(f"{'bwd ' + v[0]:>14s}" for v in variants) + "  fwd ratio  bwd ratio  f+b ratio")
-    old = (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW, tuning.WINO_CHUNK_ELEMS)
+    old = (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_CHUNK_ELEMS,
+           tuning.WINO_ROWS_CHUNK_ELEMS)
     for layer in LAYERS:
         if a.only not in layer[0]:
             continue
@@ -122,14 +124,14 @@ def main():
             for name, on, ch in variants:
                 force(on)
                 if ch:
-                    tuning.WINO_CHUNK_ELEMS = ch
+                    tuning.WINO_CHUNK_ELEMS = tuning.WINO_ROWS_CHUNK_ELEMS = ch
                 f = timed(lambda: fwd(layer, x, w, b), CLOCK[a.clock])
                 g = timed(lambda: bwd(layer, x, w, dy), CLOCK[a.clock])
                 if r:
                     tf[name].append(f)
                     tb[name].append(g)
-        (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW,
-         tuning.WINO_CHUNK_ELEMS) = old
+        (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_CHUNK_ELEMS,
+         tuning.WINO_ROWS_CHUNK_ELEMS) = old
         mf = [statistics.median(tf[v[0]]) for v in variants]
         mb = [statistics.median(tb[v[0]]) for v in variants]
         print(f"{layer[0]:22s} " + " ".join(f"{t:14.2f}" for t in mf) + " " + " ".join(f"{t:14.2f}" for t in mb)

@@ -65,7 +65,7 @@ def rel(a, b):
 
 
 def force(on):
-    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW = (0,) * 4 if on else (10**9,) * 4
+    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P = (0,) * 3 if on else (10**9,) * 3
 
 
 def capture(name, images):
@@ -102,7 +102,7 @@ def main():
     print(f"{'layer':14s} {'C x H x W -> O':>18s} {'fwd im2col':>11s} {'fwd F(2,3)':>11s} {'fwd F(4,3)':>11s} "
           f"{'emu F(2,3)':>11s} {'dx im2col':>10s} {'dx F(2,3)':>10s} {'dw im2col':>10s} {'dw F(2,3)':>10s}"
           f" {'eps sqrt(K)':>11s}")
-    old = (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW)
+    old = (tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P)
     try:
         for name in ("fitnet-1", "fitnet-4"):
             for i, (x, w, b, pad) in enumerate(capture(name, images)):
@@ -129,7 +129,7 @@ def main():
                                                                          for j, v in enumerate(vals))
                       + f" {eps * np.sqrt(k):11.2e}", flush=True)
     finally:
-        tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW = old
+        tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P = old
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 One training step as benchmarks/bench_models.py times it (forward, cross-entropy,
 backward, SGD with momentum and the max-norm constraints; batch 128, float32, train mode),
-on random inputs; the two settings alternate step by step (tuning.WINO_MIN_*, WINO_FWD_MIN_CW = 0 for on,
+on random inputs; the two settings alternate step by step (tuning.WINO_MIN_* = 0 for on,
 10**9 for off), median of --repeat steps each after --warmup. With --rss on|off: a
 separate run of --repeat steps in that setting only, printing the process's peak RSS.
 
@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kernels.cpu import tuning  # noqa: E402
@@ -30,7 +29,7 @@ CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def force(on):
-    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW = (0,) * 4 if on else (10**9,) * 4
+    tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P = (0,) * 3 if on else (10**9,) * 3
 
 
 def step_fn(name, infer=False):

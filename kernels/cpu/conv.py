@@ -26,10 +26,10 @@ Which path runs when (forward):
   forward: stride 1, OH*OW >=        stride 1, output >= 1.6x the input's    channels_last)
   1.6 H*W (first; no pre)            positions): Wt @ x over the input's
                                      positions, taps scattered to the output
-  conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) (conv_winograd):   CNHW
-  forward (not channels_last)        per chunk V = B^T d B, 16 GEMMs
-    ... stride 1, 3x3, use_winograd  U @ V, Y = A^T M A + b, then the same
-                                     store / maxout reduction
+  conv2d_forward, conv2d_maxout_     Winograd F(2x2, 3x3) in NHWC rows       CNHW
+  forward (not channels_last)        (conv_winograd.wino_rows_chunks), each
+    ... stride 1, 3x3, use_winograd  chunk transposed in 16x16 tiles to the
+                                     store / the CNHW maxout reduction
 
 A tied bias (O,) rides in the GEMM as one more weight column against a row of ones; an
 untied bias (O, OH, OW) is added to each chunk's GEMM output before the reduction (to the
@@ -42,7 +42,7 @@ that _backward_path finds, in this order:
   input's positions): gather dz, GEMMs over the input's positions (conv_small)
   stride 1, kh*kw >= 25, min(C, O) >= 32, OH*OW >= 36: FFT, one complex   dx CNHW
   GEMM per frequency for each of dx, dw (conv_fft.fft_conv_backward)
-  stride-1 3x3, use_winograd(..., backward=True):                        dx CNHW
+  stride-1 3x3, use_winograd (the forward's rule):                       dx CNHW
   Winograd F(2x2, 3x3) (conv_winograd.wino_backward: dx the exact adjoint,
   dw from the recomputed V)
   the rest: im2col and two GEMMs per chunk (conv2d_backward's docstring)  dx CNHW
@@ -63,7 +63,7 @@ from ..shapes import Spec, check, check_pieces, conv_out, geometry, pool_out
 from . import runtime, tuning
 from .conv_fft import fft_conv_backward, fft_conv_rows, use_fft, use_fft_backward
 from .conv_small import small_backward, small_chunks, use_small
-from .conv_winograd import use_winograd, use_winograd_rows, wino_backward, wino_chunks, wino_rows_chunks
+from .conv_winograd import use_winograd, use_winograd_rows, wino_backward, wino_rows_chunks
 from .layouts import as_cfirst, canon, from_rows, is_nhwc, nhwc_rows, rows_in, rows_to_cnhw_k, uncanon
 from .norm import bn_affine
 from .patches import chunk, col2im_k, im2col_k, im2row_k, no_pre
@@ -116,7 +116,7 @@ def _backward_path(c, o, h, w, kh, kw, stride, pad, oh, ow, need_dx):
         return "small"
     if use_fft_backward(c, o, kh, kw, stride, oh, ow, need_dx):
         return "fft"
-    if use_winograd(c, o, kh, kw, stride, oh, ow, backward=True):
+    if use_winograd(c, o, kh, kw, stride, oh, ow):
         return "winograd"
     return "im2col"
 
@@ -266,7 +266,8 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
     small = use_small(d["H"], d["W"], d["kh"], d["kw"], stride, pad)
     wino = not small and use_winograd(d["C"], o, d["kh"], d["kw"], stride, oh, ow)
     y = np.empty((o, n * p), dtype=dt)
-    rows = not (small or wino) and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x))
+    # (Winograd hands over NHWC rows too)
+    rows = wino or (not small and (_use_rows(d["C"], o, d["kh"], d["kw"]) or is_nhwc(x)))
 
     def store(z, n0):  # z (O, m, P), a view of the chunk's GEMM output
         if rows:   # z = zt.T: transpose back in 16x16 tiles
@@ -276,7 +277,7 @@ def _conv_forward(fn, x, w, b, stride, pad, pre=None, residual=None, channels_la
     if small:
         small_chunks(x, w, b, pad, oh, ow, dt, store)
     elif wino:
-        wino_chunks(x, w, b, pad, oh, ow, store)
+        wino_rows_chunks(x, w, b, pad, oh, ow, store)
     else:
         _conv_chunks(x, w, b, stride, pad, oh, ow, dt, store, None, rows)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
@@ -392,8 +393,8 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     layout when the rows orientation applies (C >= 8 input maps, or an NHWC x, and at most
     tuning.NHWC_MAX_O conv maps) or the NHWC-rows Winograd does (use_winograd_rows). Large
     kernels over many maps (use_fft) take the FFT convolution, then the same NHWC
-    reduction; stride-1 3x3 kernels Winograd F(2x2, 3x3): with channels_last its NHWC-rows
-    form, else (use_winograd) the CNHW form and the CNHW reduction."""
+    reduction; stride-1 3x3 kernels Winograd F(2x2, 3x3) (use_winograd), its NHWC rows
+    reduced as they are (channels_last) or transposed per chunk for the CNHW reduction."""
     fn = "conv2d_maxout_forward"
     d, dt, stride, pad, oh, ow = _conv_geometry(fn, x, w, b, stride, pad)
     n, o, kh, kw = d["N"], d["O"], d["kh"], d["kw"]
@@ -463,7 +464,7 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
     if small:
         small_chunks(x, w, None if bu is not None else b, pad, oh, ow, dt, reduce)
     elif wino:   # (an untied bias is added by reduce)
-        wino_chunks(x, w, None if bu is not None else b, pad, oh, ow, reduce)
+        wino_rows_chunks(x, w, None if bu is not None else b, pad, oh, ow, reduce, contiguous=True)
     else:
         _conv_chunks(x, w, None if bu is not None else b, stride, pad, oh, ow, dt, reduce,
                      rows=_use_rows(d["C"], o, kh, kw), contiguous=True)

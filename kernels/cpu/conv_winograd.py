@@ -8,34 +8,37 @@ Per 2x2 output tile (input tile d 4x4, kernel g 3x3, xi = 4*i + j over the 16 po
     dx        dM = A dY A^T,  dV[xi] = U[xi]^T @ dM[xi],  dd = B dV B^T, the 4x4 dd of
               overlapping tiles summed into dx (the exact adjoint of the forward)
     dw        dU[xi] = sum over tiles dM[xi] @ V[xi]^T,  dg = G^T dU G;  tied db = sum dY
+              (written here with V[xi] (C, T); the code keeps V[xi]^T, (T, C) rows)
 
     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 
-T = m * th * tw tiles for a chunk of m samples (th = ceil(OH/2), tw = ceil(OW/2)); V and
-M are (16, S) stacks whose row xi holds the C-ordered (C, T) / (O, T) matrix V[xi] / M[xi]
-(S padded: stack_stride), so the 16 products are contiguous GEMMs (one np.matmul on the
-3-D views, single-threaded BLAS inside the thread pool). The input
-transform reads x in its canonical layout (NCHW or CNHW) through a per-plane scratch
-whose border stays zero (the padding, and the tile remainder of odd maps, on the fly:
-no padded copy of x); the output transform adds the tied bias and writes the chunk
-(O, m, OH*OW) that conv._conv_chunks' consumers take. V is recomputed from x in the
-backward (nothing is stored between the passes).
+T = m * th * tw tiles for a chunk of m samples (th = ceil(OH/2), tw = ceil(OW/2)). Every
+pass computes V and the forward's M in NHWC rows (wino_rows_chunks, the section "the
+NHWC-rows transforms"): each chunk of samples is copied once into a zero-bordered scratch
+split by column parity (the padding, and the tile remainder of odd maps, come from its
+border), V[xi] and M[xi] are (T, C) / (T, O) matrices held in (16, S) stacks (S padded:
+stack_stride), the 16 products (T x C) @ U[xi]^T (C x O) are contiguous GEMMs (one
+np.matmul on the 3-D views, single-threaded BLAS inside the thread pool), and the
+transforms run along the maps, vectorised. The forward hands its consumer the chunk as
+NHWC rows (evaluation passes: the maxout reduction or the residual add read them) or, for
+the training layout, transposed in 16x16 tiles to (O, m, OH*OW) (conv._conv_chunks'
+contract). The backward (wino_backward) recomputes V the same way (nothing is stored
+between the passes), makes dM (O, T) from the CNHW dy and sums dU = dM @ V; dx goes back
+through dV = U^T @ dM (C, T) and the adjoint of the input transform, along rows of tiles.
+(The training passes first ran CNHW transforms along rows of tiles, V[xi] as (C, T): those
+loops, with 16 store streams, ran scalar; the rows form made training steps 1.04-1.11x
+faster: tuning.WINO_MIN_C.)
 
-When (use_winograd, measured: tuning.WINO_MIN_C): the backward for stride-1 3x3 convs
-with >= 12 input maps (it won on every such training layer, 0.64-0.92x the im2col path's
-time); the forward where also C * min(OH, OW) >= 320 (few maps of short rows lost: these
-transforms run scalar along a row of tiles). Untied biases (O, OH, OW) are added by
-conv.py's callers (the MNIST experiments' maxout convs have them).
-
-Evaluation passes (conv2d_maxout_forward with channels_last, bn_relu_conv2d_forward) take
-a second form, wino_rows_chunks (use_winograd_rows: the backward's shape rule), which
-reads and writes NHWC rows: V[xi] and M[xi] are (tiles, C) / (tiles, O) matrices, the 16
-products (tiles x C) @ U[xi]^T (C x O) in the rows orientation, and the transforms run
-along the maps, vectorised (the section "evaluation: NHWC rows" below). BN and ReLU are
-folded into its first copy of x; its rows go to the maxout reduction or the residual
-add as the rows GEMM's do (measured: tuning.WINO_ROWS).
+When (use_winograd, measured: tuning.WINO_MIN_C): stride-1 3x3 convs with >= 12 input
+maps, >= 32 output maps and >= 36 output positions, forward and backward (the
+backward won on every such training layer; the forward's former extra condition on
+C * min(OH, OW) went with the scalar transforms). Untied biases (O, OH, OW) are added by
+conv.py's callers (the MNIST experiments' maxout convs have them). Evaluation passes
+(conv2d_maxout_forward with channels_last, bn_relu_conv2d_forward) take the same rule
+(use_winograd_rows, with tuning.WINO_ROWS) and keep the NHWC rows; BN and ReLU are folded
+into the first copy of x there.
 
 Tile sizes: only F(2x2, 3x3). Its transforms' coefficients (0, +-1, +-1/2) are exact in
 binary, and its float32 error on fitnet-1 / fitnet-4 layers with CIFAR-10 activations was
@@ -52,7 +55,7 @@ import numpy as np
 from numba import njit
 
 from . import runtime, tuning
-from .layouts import CNHW, NHWC, U, canon, nc, pl, rows_in
+from .layouts import CNHW, NHWC, U, nc, pl, rows_in, rows_to_cnhw_k
 from .patches import copy_run, no_pre
 from .runtime import kern, parallel, single_blas
 
@@ -60,26 +63,21 @@ from .runtime import kern, parallel, single_blas
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
-def use_winograd(c, o, kh, kw, stride, oh, ow, backward=False):
+def use_winograd(c, o, kh, kw, stride, oh, ow):
     """True when a conv of c input maps, o output maps, kernel (kh, kw), ``stride``,
-    output (oh, ow) goes by Winograd F(2x2, 3x3) in the backward pass (``backward``) or
-    the forward: stride-1 3x3 kernels with at least tuning.WINO_MIN_C input maps,
-    tuning.WINO_MIN_O output maps and tuning.WINO_MIN_P output positions; the forward also
-    needs c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW (its transforms run along rows of
-    tiles: few maps of short rows lost). Any bias: an untied one (O, OH, OW) is added by the
+    output (oh, ow) goes by Winograd F(2x2, 3x3), forward and backward: stride-1 3x3
+    kernels with at least tuning.WINO_MIN_C input maps, tuning.WINO_MIN_O output maps and
+    tuning.WINO_MIN_P output positions. Any bias: an untied one (O, OH, OW) is added by the
     callers (conv.py) as on the other paths."""
-    if not (kh == 3 and kw == 3 and tuple(stride) == (1, 1) and c >= tuning.WINO_MIN_C
-            and o >= tuning.WINO_MIN_O and oh * ow >= tuning.WINO_MIN_P):
-        return False
-    return backward or c * min(oh, ow) >= tuning.WINO_FWD_MIN_CW
+    return (kh == 3 and kw == 3 and tuple(stride) == (1, 1) and c >= tuning.WINO_MIN_C
+            and o >= tuning.WINO_MIN_O and oh * ow >= tuning.WINO_MIN_P)
 
 
 def use_winograd_rows(c, o, kh, kw, stride, oh, ow):
     """True when an evaluation-mode conv with NHWC rows out (conv2d_maxout_forward with
     channels_last, bn_relu_conv2d_forward) goes by wino_rows_chunks: with tuning.WINO_ROWS,
-    use_winograd's shape rule for the backward (3x3, stride 1, enough maps and positions;
-    no C * min(OH, OW) condition: measured, tuning.py)."""
-    return tuning.WINO_ROWS and use_winograd(c, o, kh, kw, stride, oh, ow, backward=True)
+    use_winograd's shape rule (measured: tuning.py)."""
+    return tuning.WINO_ROWS and use_winograd(c, o, kh, kw, stride, oh, ow)
 
 
 def filter_transform(w):
@@ -160,142 +158,24 @@ def chunk_samples(n, c, o, t_per, threads, elems=None):
     return max(1, min(nb, -(-n // threads)))
 
 
-# ------------------------------------------------------------------ the tile transforms
-# Every tile loop runs along a row of tiles b with contiguous loads and stores (the 16
-# points' rows of v / M are contiguous in the tile index), so LLVM vectorises it: the
-# padded input plane is kept as its even and odd columns (xe, xo: (2*th+2, tw+1)), so
-# the columns 2b..2b+3 of tile b are xe[b], xo[b], xe[b+1], xo[b+1]. (A first version
-# reading the 4x4 tile of one padded plane, stride 2 between tiles, ran the transforms at
-# 3-5x the GEMMs' time.)
-@njit(inline="always")
-def _split_plane(plane, H, W, ph, pw, Wh, xe, xo):
-    """Rows of ``plane`` (H, W) into the even / odd column scratches at padded offset
-    (ph, pw): padded column q = t + pw goes to xe (q even) or xo (q odd), index q // 2."""
-    for h in range(H):
-        r = U((h + ph) * Wh)
-        for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
-            xe[r + j] = plane[h, U(j + j - U(pw))]
-        for j in range(U(pw // 2), U((W + pw) // 2)):
-            xo[r + j] = plane[h, U(j + j + U(1) - U(pw))]
-
-
+# ------------------------------------------------------------------ the backward's CNHW transforms
+# dM from the CNHW dy and dx from dV (C, T), one plane at a time along rows of tiles b
+# (the 16 points' rows of dM / dV are contiguous in the tile index). The padded plane of
+# dx is kept as its even and odd columns (xe, xo: (2*th+2, tw+1)), so the columns
+# 2b..2b+3 of tile b are xe[b], xo[b], xe[b+1], xo[b+1]. These loops touch 16 streams of
+# dM / dV, more than LLVM's runtime alias checks allow, so they run scalar (forcing the
+# vectoriser past its limit made the transforms 1.0-3.4x slower: the checks run at every
+# row of tiles).
 @njit(inline="always")
 def _merge_plane(xe, xo, H, W, ph, pw, Wh, plane):
-    """The inverse of _split_plane: plane[h, t] = padded (h + ph, t + pw) of xe / xo."""
+    """plane[h, t] = the padded position (h + ph, t + pw) of the split scratch xe / xo
+    (padded column q at xe[q // 2] for even q, xo[q // 2] for odd q)."""
     for h in range(H):
         r = U((h + ph) * Wh)
         for j in range(U((pw + 1) // 2), U((W + pw + 1) // 2)):
             plane[h, U(j + j - U(pw))] = xe[r + j]
         for j in range(U(pw // 2), U((W + pw) // 2)):
             plane[h, U(j + j + U(1) - U(pw))] = xo[r + j]
-
-
-@kern
-def input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, v):
-    """V = B^T d B of every 4x4 input tile of samples n0..n0+m-1 into v (16, S >= C*m*th*tw)
-    (row xi holds the (C, m*th*tw) matrix V[xi]):
-    tile (a, b) of sample n covers the padded rows 2a..2a+3, columns 2b..2b+3 of each
-    plane (the scratches' zero border: the padding and the remainder tiles of odd maps)."""
-    N, C = nc(xb, xcf)
-    H = xb.shape[2]
-    W = xb.shape[3]
-    Wh = tw + 1
-    xe = np.zeros((2 * th + 2) * Wh, dtype=xb.dtype)
-    xo = np.zeros((2 * th + 2) * Wh, dtype=xb.dtype)
-    T = th * tw
-    vf = v.reshape(-1)
-    ST = U(v.shape[1])   # stride between two points xi of v
-    for n in range(m):
-        for c in range(C):
-            _split_plane(pl(xb, xcf, n0 + n, c), H, W, ph, pw, Wh, xe, xo)
-            for a in range(th):
-                o = U(c * m * T + n * T + a * tw)
-                r0 = U(2 * a * Wh)
-                r1 = r0 + U(Wh)
-                r2 = r1 + U(Wh)
-                r3 = r2 + U(Wh)
-                for b in range(U(tw)):
-                    b1 = b + U(1)
-                    # rows (B^T d) at the tile's columns 2b, 2b+1, 2b+2, 2b+3
-                    a0 = xe[r0 + b] - xe[r2 + b]
-                    a1 = xo[r0 + b] - xo[r2 + b]
-                    a2 = xe[r0 + b1] - xe[r2 + b1]
-                    a3 = xo[r0 + b1] - xo[r2 + b1]
-                    c0 = xe[r1 + b] + xe[r2 + b]
-                    c1 = xo[r1 + b] + xo[r2 + b]
-                    c2 = xe[r1 + b1] + xe[r2 + b1]
-                    c3 = xo[r1 + b1] + xo[r2 + b1]
-                    d0 = xe[r2 + b] - xe[r1 + b]
-                    d1 = xo[r2 + b] - xo[r1 + b]
-                    d2 = xe[r2 + b1] - xe[r1 + b1]
-                    d3 = xo[r2 + b1] - xo[r1 + b1]
-                    e0 = xe[r1 + b] - xe[r3 + b]
-                    e1 = xo[r1 + b] - xo[r3 + b]
-                    e2 = xe[r1 + b1] - xe[r3 + b1]
-                    e3 = xo[r1 + b1] - xo[r3 + b1]
-                    # columns ((.) B)
-                    i = o + b
-                    vf[i] = a0 - a2
-                    vf[i + ST] = a1 + a2
-                    vf[i + U(2) * ST] = a2 - a1
-                    vf[i + U(3) * ST] = a1 - a3
-                    vf[i + U(4) * ST] = c0 - c2
-                    vf[i + U(5) * ST] = c1 + c2
-                    vf[i + U(6) * ST] = c2 - c1
-                    vf[i + U(7) * ST] = c1 - c3
-                    vf[i + U(8) * ST] = d0 - d2
-                    vf[i + U(9) * ST] = d1 + d2
-                    vf[i + U(10) * ST] = d2 - d1
-                    vf[i + U(11) * ST] = d1 - d3
-                    vf[i + U(12) * ST] = e0 - e2
-                    vf[i + U(13) * ST] = e1 + e2
-                    vf[i + U(14) * ST] = e2 - e1
-                    vf[i + U(15) * ST] = e1 - e3
-
-
-@kern
-def output_transform_k(mm, m, th, tw, oh, ow, bias, z):
-    """Y = A^T M A + bias[o] of every tile of mm (16, S) (row xi: the (O, m*th*tw) matrix M[xi]) into the chunk z
-    (O, m, oh*ow) (bias (O,): zeros for none); the remainder tiles of odd maps write only
-    their first row / column."""
-    O = z.shape[0]
-    T = th * tw
-    mf = mm.reshape(-1)
-    zf = z.reshape(-1)
-    P = oh * ow
-    ST = U(mm.shape[1])
-    fw = ow // 2   # full tiles in a row
-    rows = U(2)
-    for o in range(O):
-        bo = bias[o]
-        for n in range(m):
-            zo = U((o * m + n) * P)
-            for a in range(th):
-                i0 = U(o * m * T + n * T + a * tw)
-                y0 = zo + U(2 * a * ow)
-                rows = U(2) if 2 * a + 1 < oh else U(1)
-                for b in range(U(tw)):
-                    i = i0 + b
-                    # rows (A^T M), then columns
-                    r0 = mf[i] + mf[i + U(4) * ST] + mf[i + U(8) * ST]
-                    r1 = mf[i + ST] + mf[i + U(5) * ST] + mf[i + U(9) * ST]
-                    r2 = mf[i + U(2) * ST] + mf[i + U(6) * ST] + mf[i + U(10) * ST]
-                    r3 = mf[i + U(3) * ST] + mf[i + U(7) * ST] + mf[i + U(11) * ST]
-                    s0 = mf[i + U(4) * ST] - mf[i + U(8) * ST] - mf[i + U(12) * ST]
-                    s1 = mf[i + U(5) * ST] - mf[i + U(9) * ST] - mf[i + U(13) * ST]
-                    s2 = mf[i + U(6) * ST] - mf[i + U(10) * ST] - mf[i + U(14) * ST]
-                    s3 = mf[i + U(7) * ST] - mf[i + U(11) * ST] - mf[i + U(15) * ST]
-                    q = y0 + b + b
-                    if b < U(fw):
-                        zf[q] = r0 + r1 + r2 + bo
-                        zf[q + U(1)] = r1 - r2 - r3 + bo
-                        if rows == U(2):
-                            zf[q + U(ow)] = s0 + s1 + s2 + bo
-                            zf[q + U(ow + 1)] = s1 - s2 - s3 + bo
-                    else:
-                        zf[q] = r0 + r1 + r2 + bo
-                        if rows == U(2):
-                            zf[q + U(ow)] = s0 + s1 + s2 + bo
 
 
 @kern
@@ -403,6 +283,7 @@ def input_adjoint_k(dv, n0, m, ph, pw, th, tw, dxb, dcf):
     T = th * tw
     vf = dv.reshape(-1)
     ST = U(dv.shape[1])
+    zero = np.zeros(1, dxb.dtype)[0]
     for n in range(m):
         for c in range(C):
             xe[:] = 0
@@ -413,36 +294,37 @@ def input_adjoint_k(dv, n0, m, ph, pw, th, tw, dxb, dcf):
                 r1 = r0 + U(Wh)
                 r2 = r1 + U(Wh)
                 r3 = r2 + U(Wh)
-                f = _adj_cols(vf, i0, ST)   # j = 0: tile 0's first two columns
-                xe[r0] += f[0]
-                xo[r0] += f[1]
-                xe[r1] += f[4]
-                xo[r1] += f[5]
-                xe[r2] += f[8]
-                xo[r2] += f[9]
-                xe[r3] += f[12]
-                xo[r3] += f[13]
-                for j in range(U(1), U(tw)):
+                # scratch column j gathers tile j's first two columns (f) and tile j-1's last
+                # two (g): each tile's B dV B^T is computed once, its last two columns
+                # carried to the next column
+                g2 = g3 = g6 = g7 = g10 = g11 = g14 = g15 = zero
+                for j in range(U(tw)):
                     f = _adj_cols(vf, i0 + j, ST)
-                    g = _adj_cols(vf, i0 + j - U(1), ST)
-                    xe[r0 + j] += f[0] + g[2]
-                    xo[r0 + j] += f[1] + g[3]
-                    xe[r1 + j] += f[4] + g[6]
-                    xo[r1 + j] += f[5] + g[7]
-                    xe[r2 + j] += f[8] + g[10]
-                    xo[r2 + j] += f[9] + g[11]
-                    xe[r3 + j] += f[12] + g[14]
-                    xo[r3 + j] += f[13] + g[15]
+                    xe[r0 + j] += f[0] + g2
+                    xo[r0 + j] += f[1] + g3
+                    xe[r1 + j] += f[4] + g6
+                    xo[r1 + j] += f[5] + g7
+                    xe[r2 + j] += f[8] + g10
+                    xo[r2 + j] += f[9] + g11
+                    xe[r3 + j] += f[12] + g14
+                    xo[r3 + j] += f[13] + g15
+                    g2 = f[2]
+                    g3 = f[3]
+                    g6 = f[6]
+                    g7 = f[7]
+                    g10 = f[10]
+                    g11 = f[11]
+                    g14 = f[14]
+                    g15 = f[15]
                 j = U(tw)   # tile tw-1's last two columns
-                g = _adj_cols(vf, i0 + j - U(1), ST)
-                xe[r0 + j] += g[2]
-                xo[r0 + j] += g[3]
-                xe[r1 + j] += g[6]
-                xo[r1 + j] += g[7]
-                xe[r2 + j] += g[10]
-                xo[r2 + j] += g[11]
-                xe[r3 + j] += g[14]
-                xo[r3 + j] += g[15]
+                xe[r0 + j] += g2
+                xo[r0 + j] += g3
+                xe[r1 + j] += g6
+                xo[r1 + j] += g7
+                xe[r2 + j] += g10
+                xo[r2 + j] += g11
+                xe[r3 + j] += g14
+                xo[r3 + j] += g15
             _merge_plane(xe, xo, H, W, ph, pw, Wh, pl(dxb, dcf, n0 + n, c))
 
 
@@ -468,40 +350,12 @@ def _forward_setup(x, w, b, oh, ow):
     return x.shape[0], x.shape[1], w.shape[0], x.dtype, th, tw, th * tw, oh * ow, bias
 
 
-def wino_chunks(x, w, b, pad, oh, ow, consume):
-    """conv2d_forward(x, w, b, 1, pad) of a 3x3 kernel by F(2x2, 3x3), per chunk of samples
-    over the thread pool: consume(z, n0) gets each chunk's output z (O, m, OH*OW) (valid
-    only during the call), the contract of conv._conv_chunks. b: None or tied (O,)."""
-    n, c, o, dt, th, tw, t1, p, bias = _forward_setup(x, w, b, oh, ow)
-    ph, pw = pad
-    xb, xcf = canon(x)
-    u = filter_transform(w)
-    nb = chunk_samples(n, c, o, t1, runtime.GEMM_THREADS)
-    bufs = {}
-
-    def task(i, wid):
-        got = bufs.get(wid)
-        if got is None:
-            got = bufs[wid] = (np.empty((16, stack_stride(c * nb * t1)), dt),
-                               np.empty((16, stack_stride(o * nb * t1)), dt), np.empty(o * nb * p, dt))
-        vb, mb, zb = got
-        n0 = i * nb
-        m = min(nb, n - n0)
-        z = zb[:o * m * p].reshape(o, m, p)
-        input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb)
-        np.matmul(u, _stack(vb, c, m * t1), out=_stack(mb, o, m * t1))
-        output_transform_k(mb, m, th, tw, oh, ow, bias, z)
-        consume(z, n0)
-
-    with single_blas():
-        parallel(task, -(-n // nb), runtime.GEMM_THREADS)
-
-
 def wino_backward(dyc, x, w, pad, need_dx):
     """conv2d_backward of a stride-1 3x3 conv by F(2x2, 3x3), tied or no bias -> (dx in
     CNHW layout | None, dw (O, C, 3, 3), db (O,)). dyc: dy as a C-contiguous (O, N, OH, OW)
-    buffer. Per chunk of samples: V from x (recomputed), dM from dy, dU += dM @ V^T, and
-    with ``need_dx`` dV = U^T @ dM into V's buffer, then its adjoint transform into dx.
+    buffer. Per chunk of samples: V from x (recomputed, as (tiles, C) rows by the forward's
+    transforms), dM (O, tiles) from dy, dU += dM @ V, and with ``need_dx`` dV = U^T @ dM
+    (C, tiles) into V's buffer, then its adjoint transform into dx.
     dU is summed in a fixed order whatever the thread scheduling (as conv2d_backward):
     group g adds its contiguous run of chunks in order, then the groups are added in order."""
     o, n, oh, ow = dyc.shape
@@ -511,7 +365,8 @@ def wino_backward(dyc, x, w, pad, need_dx):
     ph, pw = pad
     th, tw = tiles(oh, ow)
     t1 = th * tw
-    xb, xcf = canon(x)
+    xb, lay = rows_in(x)
+    pre = no_pre(dt)
     ut = np.ascontiguousarray(filter_transform(w).transpose(0, 2, 1)) if need_dx else None
     nb = chunk_samples(n, c, o, t1, runtime.GEMM_THREADS)
     dxb = np.empty((c, n, h, wd), dtype=dt) if need_dx else None
@@ -522,22 +377,23 @@ def wino_backward(dyc, x, w, pad, need_dx):
     def task(g, _w):
         vb = np.empty((16, stack_stride(c * nb * t1)), dt)
         mb = np.empty((16, stack_stride(o * nb * t1)), dt)
+        xs = np.zeros((nb, 2 * th + 2, 2, tw + 1, c), dt)   # (its zero border: the padding)
         tmp = None
         for i in range(chunks * g // groups, chunks * (g + 1) // groups):
             n0 = i * nb
             m = min(nb, n - n0)
-            input_transform_k(xb, xcf, n0, m, ph, pw, th, tw, vb)
+            split_pad_k(xb, lay, n0, m, ph, pw, xs, *pre)
+            input_transform_rows_k(xs, m, th, tw, vb)   # V[xi] as (tiles, C) rows
             output_adjoint_k(dyc, n0, m, th, tw, mb)
-            v, dm = _stack(vb, c, m * t1), _stack(mb, o, m * t1)
-            vt = v.transpose(0, 2, 1)
+            vr, dm = _stack(vb, m * t1, c), _stack(mb, o, m * t1)
             if acc[g] is None:
-                acc[g] = np.matmul(dm, vt)
+                acc[g] = np.matmul(dm, vr)
                 tmp = np.empty_like(acc[g])
             else:
-                np.matmul(dm, vt, out=tmp)
+                np.matmul(dm, vr, out=tmp)
                 acc[g] += tmp
-            if need_dx:
-                np.matmul(ut, dm, out=v)   # V is dead: dV takes its buffer
+            if need_dx:   # V is dead: dV (C, T) takes its buffer
+                np.matmul(ut, dm, out=_stack(vb, c, m * t1))
                 input_adjoint_k(vb, n0, m, ph, pw, th, tw, dxb, True)
 
     with single_blas():
@@ -549,17 +405,17 @@ def wino_backward(dyc, x, w, pad, need_dx):
     return (dxb.swapaxes(0, 1) if need_dx else None), filter_grad(total), db
 
 
-# ------------------------------------------------------------------ evaluation: NHWC rows
-# Evaluation passes hand NHWC rows from layer to layer (conv.py's rows GEMM writes them).
-# There the transforms vectorise along the maps instead of along a row of tiles: each
-# sample is first copied into a zero-bordered scratch xs (Hp, 2, Wh, C) whose padded
-# columns are split by parity (column q at [q & 1, q >> 1]), so that in a row of tiles
-# the C values of tile b's column 2b + l sit at one fixed offset from b*C for every b.
-# Each of the 16 points' rows of a tile row, V[xi][tiles of the row] (tw, C), is then one
-# loop over tw*C contiguous values with 4 loads and 1 store, and each output position's
-# row one loop over O values with 4 loads and 1 store: few enough distinct streams for
-# LLVM's runtime alias checks (at most 8), so it vectorises them (the CNHW transforms
-# above, with 16 store streams, run scalar).
+# ------------------------------------------------------------------ the forward and V: NHWC rows
+# The transforms vectorise along the maps: each sample is first copied into a
+# zero-bordered scratch xs (Hp, 2, Wh, C) whose padded columns are split by parity (column
+# q at [q & 1, q >> 1]), so that in a row of tiles the C values of tile b's column 2b + l
+# sit at one fixed offset from b*C for every b. Each of the 16 points' rows of a tile row,
+# V[xi][tiles of the row] (tw, C), is then one loop over tw*C contiguous values with 4
+# loads and 1 store, and each output position's row one loop over O values with 4 loads
+# and 1 store: few enough distinct streams for LLVM's runtime alias checks (at most 8),
+# so it vectorises them. (The first training forms ran along rows of tiles in CNHW, 16
+# store streams, scalar: the copy and this input transform together take 0.56-0.76x of
+# that one's time on wrn-10-2, fitnet-1 and mnist-fitnet layers: tuning.WINO_MIN_C.)
 @kern
 def split_pad_k(xb, lay, n0, m, ph, pw, xs, pre, scale, shift):
     """Samples n0..n0+m-1 of xb (layout ``lay``: NCHW, CNHW or NHWC) into xs (m, Hp, 2,
@@ -690,12 +546,13 @@ def output_transform_rows_k(mm, m, th, tw, oh, ow, bias, z, rs):
                             zf[p1 + o] = rs[e1 + o] - rs[e2 + o] - rs[e3 + o] + bias[o]
 
 
-def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None):
+def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None, contiguous=False):
     """conv2d_forward(x, w, b, 1, pad) of a 3x3 kernel by F(2x2, 3x3) with NHWC rows out,
     per chunk of samples over the thread pool, the contract of conv._conv_chunks(rows=True):
     consume(z, n0) gets each chunk's output as z (O, m, OH*OW), a transposed view of its
     NHWC rows (m*OH*OW, O) (valid only during the call); with ``rows_out`` ((N*OH*OW, O))
-    those rows are rows_out's from n0*OH*OW on. b: None or tied (O,);
+    those rows are rows_out's from n0*OH*OW on; with ``contiguous``, z is a C-ordered copy
+    made in 16x16 tiles (for consumers that read z along positions). b: None or tied (O,);
     ``pre``: (True, scale, shift) reads relu(x * scale[c] + shift[c]) instead of x."""
     n, c, o, dt, th, tw, t1, p, bias = _forward_setup(x, w, b, oh, ow)
     ph, pw = pad
@@ -712,8 +569,9 @@ def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None):
                                np.empty((16, stack_stride(nb * t1 * c)), dt),
                                np.empty((16, stack_stride(nb * t1 * o)), dt),
                                np.empty(8 * tw * o, dt),
-                               np.empty((nb * p, o), dt) if rows_out is None else None)
-        xs, vb, mb, rs, zb = got
+                               np.empty((nb * p, o), dt) if rows_out is None else None,
+                               np.empty(o * nb * p, dt) if contiguous else None)
+        xs, vb, mb, rs, zb, zc = got
         n0 = i * nb
         m = min(nb, n - n0)
         z = zb[:m * p] if rows_out is None else rows_out[n0 * p:(n0 + m) * p]
@@ -721,7 +579,12 @@ def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None):
         input_transform_rows_k(xs, m, th, tw, vb)
         np.matmul(vb[:, :m * t1 * c].reshape(16, m * t1, c), ut, out=mb[:, :m * t1 * o].reshape(16, m * t1, o))
         output_transform_rows_k(mb, m, th, tw, oh, ow, bias, z, rs)
-        consume(z.T.reshape(o, m, p), n0)
+        if contiguous:
+            zt = zc[:o * m * p].reshape(o, m * p)
+            rows_to_cnhw_k(z, 0, zt, zt[:, :0])
+            consume(zt.reshape(o, m, p), n0)
+        else:
+            consume(z.T.reshape(o, m, p), n0)
 
     with single_blas():
         parallel(task, -(-n // nb), runtime.GEMM_THREADS)

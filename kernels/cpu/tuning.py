@@ -208,9 +208,10 @@ SMALL_MIN_M = 16
 # (wall) / 0.97 (CPU), once 1.00 (wall, load < 1); never measurably slower.
 
 # ------------------------------------------------------------------ Winograd (conv_winograd.py)
-# Stride-1 3x3 convs go by Winograd F(2x2, 3x3): the backward (dx and dw) with at least
-# WINO_MIN_C input maps, WINO_MIN_O output maps and WINO_MIN_P output positions; the
-# forward also needs C * min(OH, OW) >= WINO_FWD_MIN_CW. Measured 2026-12-03, AMD EPYC
+# Stride-1 3x3 convs go by Winograd F(2x2, 3x3), forward and backward (dx and dw), with at
+# least WINO_MIN_C input maps, WINO_MIN_O output maps and WINO_MIN_P output positions.
+# (Until 2026-12-07 the forward also needed C * min(OH, OW) >= 320, WINO_FWD_MIN_CW: see
+# below.) Measured 2026-12-03, AMD EPYC
 # 2 cores shared with other jobs (load 4-6), batch 128, float32, 2 threads, x and dy CNHW,
 # process CPU time (benchmarks/ab_winograd.py --clock cpu --repeat 7: the two paths
 # alternating, median of 7), Winograd / im2col time, forward (conv2d_maxout_forward, or
@@ -245,8 +246,23 @@ SMALL_MIN_M = 16
 # (untied) training step 0.92x with Winograd than without (benchmarks/ab_paths.py --bias
 # untied --b "WINO_MIN_C=1<<30" --clock cpu, medians of 11, 2026-12-03, load 2-3); its
 # inference 1.04x (noise: mnist-teacher, which has no 3x3 conv, moved 0.93-1.04x in the same run).
+# 2026-12-07 (Intel Xeon, 2 cores): the training passes' transforms moved from CNHW rows of
+# tiles (V[xi] as (C, T), 16 store streams: scalar loops) to the NHWC-rows form of the
+# evaluation passes (V[xi] as (T, C), vectorised along the maps; the forward's output
+# transposed per chunk to CNHW in 16x16 tiles, the backward's dU = dM @ V an NN GEMM).
+# Per layer, one thread, per 128 samples, the copy + input transform against the CNHW input
+# transform (a throwaway script, medians of 15 alternating): 32x32x32 5.4 / 8.7 ms,
+# 16x32x32 2.7 / 4.3, 64x16x16 3.5 / 4.8, 128x8x8 1.8 / 2.9, 16x22x22 1.4 / 2.2; the
+# forward chunk (transforms, GEMMs, transpose) 1.07-1.53x faster on every layer but
+# 64x32x32 (0.98); V + dU in the backward 1.11-1.78x. Whole training steps
+# (benchmarks/ab_paths.py --kinds train --repeats 15, the CNHW form behind a flag, medians
+# alternating in one process): wrn-10-2 1.05x, fitnet-1 1.11x, mnist-fitnet 1.04x, fitnet-4
+# 1.08x faster. With the forward's transforms vectorised, its C * min(OH, OW) >= 320
+# condition (few maps of short rows had lost with the scalar transforms) no longer paid:
+# dropping it (--b "WINO_FWD_MIN_CW=0") made mnist-fitnet's training step 0.98x (wall; CPU
+# clock 0.98x; with untied biases 0.95x) and fitnet-1's 0.99-1.00x the time, so the forward
+# takes the backward's rule.
 WINO_MIN_C, WINO_MIN_O, WINO_MIN_P = 12, 32, 36
-WINO_FWD_MIN_CW = 320
 # Evaluation passes (conv2d_maxout_forward with channels_last, bn_relu_conv2d_forward) go
 # by the NHWC-rows Winograd (conv_winograd.wino_rows_chunks: transforms vectorised along
 # the maps) wherever the backward's shape rule holds, instead of the rows GEMM (im2row,
@@ -263,14 +279,16 @@ WINO_FWD_MIN_CW = 320
 # a C * min(OH, OW) threshold of 100 or 300 changed whole inference passes by 0.99-1.02
 # (mnist-fitnet, fitnet-1, medians of 21): no threshold.
 WINO_ROWS = True
-# Its chunks: V and M of up to this many elements (wino_rows_chunks; the training forms keep
-# WINO_CHUNK_ELEMS). Bigger chunks mean fewer Python-level calls per layer (at 2^18 fitnet-1's
+# Its chunks: V and M of up to this many elements (wino_rows_chunks, every forward; the
+# backward keeps WINO_CHUNK_ELEMS: 2^20 there made training steps 1.03-1.07x slower,
+# ab_paths.py --b "WINO_CHUNK_ELEMS=1<<20" --kinds train, 2026-12-07; the training forward at
+# 2^18 instead of 2^20, --b "WINO_ROWS_CHUNK_ELEMS=1<<18": 0.97-1.02x, kept). Bigger chunks mean fewer Python-level calls per layer (at 2^18 fitnet-1's
 # 16-map layers ran one sample per chunk). Whole inference passes against 2^18 (ab_paths.py,
 # medians of 15): 2^19 mnist-fitnet 0.95, fitnet-1 0.92, fitnet-4 1.01, wrn-10-2 1.00; 2^20
 # 0.91, 0.92, 1.02, 1.00; against 2^20: 2^21 1.08, 1.16, 0.99, 1.10; 2^22 1.30, 1.26,
 # 1.07, 1.18.
 WINO_ROWS_CHUNK_ELEMS = 1 << 20
-# Elements of one chunk's V and M (16 (C + O) tiles, float32: 1 MB, the L2 of one core).
+# Elements of one backward chunk's V and M (16 (C + O) tiles, float32: 1 MB, the L2 of one core).
 # Measured (as above, Winograd forced, 2^16 / 2^17 / 2^18 / 2^19): the same within the
 # noise (+-10%) up to 2^18 on every layer; 2^19 was 5-40% slower on the 8x8 layers
 # (128x8x8 -> 256: forward 81 / 91 / 89 / 126 ms).

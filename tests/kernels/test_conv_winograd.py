@@ -33,14 +33,16 @@ def cnhw(a):
 
 
 def forward(x, w, b, pad):
-    """wino_chunks collected into an (N, O, OH, OW) array."""
+    """wino_rows_chunks(contiguous=True) (the training forward: each chunk transposed to
+    C-ordered (O, m, OH*OW)) collected into an (N, O, OH, OW) array."""
     n, o = x.shape[0], w.shape[0]
     oh, ow = x.shape[2] + 2 * pad - 2, x.shape[3] + 2 * pad - 2
     y = np.full((o, n, oh * ow), np.nan, dtype=x.dtype)
 
     def put(z, n0):
+        assert z.shape[0] == o and z.shape[2] == oh * ow and z.flags.c_contiguous
         y[:, n0:n0 + z.shape[1]] = z
-    cw.wino_chunks(x, w, b, (pad, pad), oh, ow, put)
+    cw.wino_rows_chunks(x, w, b, (pad, pad), oh, ow, put, contiguous=True)
     return y.reshape(o, n, oh, ow).swapaxes(0, 1)
 
 
@@ -80,8 +82,9 @@ def test_matches_reference(case, layout, dt):
 
 
 def test_chunks_and_threads(monkeypatch):
-    """Many chunks (a tiny WINO_CHUNK_ELEMS), a partial last chunk, 2 threads: the same
-    values; dw of two equal runs bitwise equal (the fixed-order reduction)."""
+    """Many chunks (tiny WINO_CHUNK_ELEMS / WINO_ROWS_CHUNK_ELEMS), a partial last chunk, 2
+    threads: the same values; dw of two equal runs bitwise equal (the fixed-order
+    reduction)."""
     rng = np.random.default_rng(1)
     x = cnhw(rng.standard_normal((11, 8, 7, 9)).astype(np.float32))
     w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
@@ -89,6 +92,7 @@ def test_chunks_and_threads(monkeypatch):
     monkeypatch.setattr(runtime, "GEMM_THREADS", 2)
     monkeypatch.setattr(runtime, "NT", 2)
     monkeypatch.setattr(tuning, "WINO_CHUNK_ELEMS", 1)   # one sample per chunk
+    monkeypatch.setattr(tuning, "WINO_ROWS_CHUNK_ELEMS", 1)
     monkeypatch.setattr(tuning, "WINO_MIN_TILES", 1)
     y = forward(x, w, None, 1)
     assert_close(y, ref.conv2d_forward(np.ascontiguousarray(x).astype(np.float64), w.astype(np.float64), None, 1, 1),
@@ -150,7 +154,8 @@ def test_untied_bias_by_winograd_equals_reference(monkeypatch, pool):
     adds it before the maxout, the backward's db is dy summed over the samples; the
     Winograd path is taken (counted) and equals the float64 reference within the bound."""
     calls = []
-    monkeypatch.setattr(cpu_conv, "wino_chunks", lambda *a, **k: (calls.append("fwd"), cw.wino_chunks(*a, **k)))
+    monkeypatch.setattr(cpu_conv, "wino_rows_chunks",
+                        lambda *a, **k: (calls.append("fwd"), cw.wino_rows_chunks(*a, **k)))
     monkeypatch.setattr(cpu_conv, "wino_backward", lambda *a, **k: (calls.append("bwd"), cw.wino_backward(*a, **k))[1])
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 32, 12, 12)).astype(np.float32)
@@ -174,53 +179,45 @@ def test_untied_bias_by_winograd_equals_reference(monkeypatch, pool):
 
 
 def test_dispatch_rule(monkeypatch):
-    c, o, p, cw_min = tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P, tuning.WINO_FWD_MIN_CW
+    c, o, p = tuning.WINO_MIN_C, tuning.WINO_MIN_O, tuning.WINO_MIN_P
     s = int(np.ceil(np.sqrt(p)))
-    for bwd in (True, False):
-        big = max(s, -(-cw_min // c))   # a map the forward takes too
-        assert cw.use_winograd(c, o, 3, 3, (1, 1), big, big, backward=bwd)
-        assert not cw.use_winograd(c - 1, o, 3, 3, (1, 1), big, big, backward=bwd)
-        assert not cw.use_winograd(c, o - 1, 3, 3, (1, 1), big, big, backward=bwd)
-        assert not cw.use_winograd(c, o, 3, 3, (1, 1), 1, p - 1, backward=bwd)
-        assert not cw.use_winograd(c, o, 3, 3, (2, 2), big, big, backward=bwd)
-        assert not cw.use_winograd(c, o, 5, 5, (1, 1), big, big, backward=bwd)
-        assert not cw.use_winograd(c, o, 1, 1, (1, 1), big, big, backward=bwd)
-    # the forward's extra condition: C * min(OH, OW) >= WINO_FWD_MIN_CW
-    assert cw.use_winograd(32, 64, 3, 3, (1, 1), 10, 40)
-    assert not cw.use_winograd(32, 64, 3, 3, (1, 1), 40, cw_min // 32 - 1)
-    assert cw.use_winograd(32, 64, 3, 3, (1, 1), 40, cw_min // 32 - 1, backward=True)
-    # the training shapes the rule was measured on (tuning.WINO_MIN_C): (C, O, OH, OW, fwd, bwd)
-    for c_, o_, oh, ow, fwd, bwd in [(16, 32, 32, 32, True, True), (32, 64, 32, 32, True, True),
-                                     (80, 160, 16, 16, True, True), (128, 256, 8, 8, True, True),
-                                     (16, 64, 16, 16, False, True), (32, 96, 8, 8, False, True),
-                                     (16, 48, 8, 8, False, True), (12, 48, 6, 6, False, True),
-                                     (3, 64, 32, 32, False, False)]:
-        assert cw.use_winograd(c_, o_, 3, 3, (1, 1), oh, ow) == fwd, (c_, o_, oh, ow)
-        assert cw.use_winograd(c_, o_, 3, 3, (1, 1), oh, ow, backward=True) == bwd, (c_, o_, oh, ow)
+    assert cw.use_winograd(c, o, 3, 3, (1, 1), s, s)
+    assert not cw.use_winograd(c - 1, o, 3, 3, (1, 1), s, s)
+    assert not cw.use_winograd(c, o - 1, 3, 3, (1, 1), s, s)
+    assert not cw.use_winograd(c, o, 3, 3, (1, 1), 1, p - 1)
+    assert not cw.use_winograd(c, o, 3, 3, (2, 2), s, s)
+    assert not cw.use_winograd(c, o, 5, 5, (1, 1), s, s)
+    assert not cw.use_winograd(c, o, 1, 1, (1, 1), s, s)
+    # the training shapes the rule was measured on (tuning.WINO_MIN_C): (C, O, OH, OW, taken)
+    for c_, o_, oh, ow, on in [(16, 32, 32, 32, True), (32, 64, 32, 32, True), (80, 160, 16, 16, True),
+                               (128, 256, 8, 8, True), (16, 64, 16, 16, True), (32, 96, 8, 8, True),
+                               (16, 48, 8, 8, True), (12, 48, 6, 6, True), (3, 64, 32, 32, False)]:
+        assert cw.use_winograd(c_, o_, 3, 3, (1, 1), oh, ow) == on, (c_, o_, oh, ow)
     # and conv.py calls it where the rule says, and only there
     calls = []
-    monkeypatch.setattr(cpu_conv, "wino_chunks", lambda *a, **k: (calls.append("fwd"), cw.wino_chunks(*a, **k)))
+    monkeypatch.setattr(cpu_conv, "wino_rows_chunks",
+                        lambda *a, **k: (calls.append("fwd" if k.get("contiguous") else "rows"),
+                                         cw.wino_rows_chunks(*a, **k))[1])
     monkeypatch.setattr(cpu_conv, "wino_backward", lambda *a, **k: (calls.append("bwd"), cw.wino_backward(*a, **k))[1])
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 32, 16, 16)).astype(np.float32)
     w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
     b = rng.standard_normal(64).astype(np.float32)
-    y = cpu.conv2d_forward(x, w, b, 1, 1)
-    cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2)
+    y = cpu.conv2d_forward(x, w, b, 1, 1)   # (rows handed to its store: not contiguous)
+    cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2)   # (the CNHW reduction: contiguous chunks)
     cpu.conv2d_backward(y, x, w, 1, 1)
-    assert calls == ["fwd", "fwd", "bwd"]
+    assert calls == ["rows", "fwd", "bwd"]
     calls.clear()
-    xs = x[:, :, :8, :8]   # 8x8 maps of 32: the backward only
+    xs = x[:, :, :8, :8]   # 8x8 maps of 32 (below the forward's former C * min(OH, OW) rule)
     ys = cpu.conv2d_forward(xs, w, b, 1, 1)
     cpu.conv2d_backward(ys, xs, w, 1, 1)
-    assert calls == ["bwd"]
+    assert calls == ["rows", "bwd"]
     calls.clear()
     cpu.conv2d_forward(x, w, b, 2, 1)   # stride 2
     cpu.conv2d_maxout_forward(x[:, :c - 1], w[:, :c - 1], b, 1, 1, 2)   # too few input maps
     cpu.conv2d_backward(y, x[:, :c - 1], w[:, :c - 1], 1, 1)
-    # evaluation (channels_last): the NHWC-rows form wherever the backward's rule holds
-    monkeypatch.setattr(cpu_conv, "wino_rows_chunks",
-                        lambda *a, **k: (calls.append("rows"), cw.wino_rows_chunks(*a, **k))[1])
+    assert calls == []
+    # evaluation (channels_last): the NHWC-rows form, kept as rows, wherever the rule holds
     monkeypatch.setattr(tuning, "WINO_ROWS", False)   # off: the rows GEMM
     cpu.conv2d_maxout_forward(x, w, b, 1, 1, 2, channels_last=True)
     assert calls == []
@@ -229,14 +226,14 @@ def test_dispatch_rule(monkeypatch):
     cpu.conv2d_maxout_forward(x[:, :c - 1], w[:, :c - 1], b, 1, 1, 2, channels_last=True)   # too few maps
     assert calls == []
     y, a = cpu.conv2d_maxout_forward(xs, w, b, 1, 1, 2, (2, 2), (2, 2), True, channels_last=True)
-    assert calls == ["rows"]   # (8x8 maps of 32: below the training forward's rule)
+    assert calls == ["rows"]
     assert is_nhwc(y) and is_nhwc(a)
     zr = ref.conv2d_forward(xs.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
     assert_close(y, ref.maxout_pool_forward(zr, 2, (2, 2), (2, 2), True)[0], 9 * 32, "evaluation forward")
 
 
 def force(monkeypatch, on):
-    for name in ("WINO_MIN_C", "WINO_MIN_O", "WINO_MIN_P", "WINO_FWD_MIN_CW"):
+    for name in ("WINO_MIN_C", "WINO_MIN_O", "WINO_MIN_P"):
         monkeypatch.setattr(tuning, name, 0 if on else 10**9)
 
 
@@ -357,7 +354,7 @@ def nhwc(a):
 @pytest.mark.parametrize("layout", ["nchw", "cnhw", "nhwc"])
 @pytest.mark.parametrize("case", CASES)
 def test_rows_form_matches_reference(case, layout, dt):
-    """wino_rows_chunks (the NHWC-rows form of evaluation passes) from every input layout,
+    """wino_rows_chunks' NHWC rows (the form evaluation passes keep) from every input layout,
     with and without a bias, and with BN + ReLU folded into its read: within the bound."""
     n, c, o, h, wd, pad = case
     rng = np.random.default_rng(hash(case) % 2**32 + 1)
