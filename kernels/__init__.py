@@ -43,9 +43,11 @@ kernels.cuda composes them):
   bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b, stride, pad,
                          residual=None) -> y   conv2d_forward(relu(batch_norm_inference(x)))
                                                (+ residual)
-  batch_norm_relu_forward(x, gamma, beta, eps) -> (y, mean, invstd)
-  batch_norm_relu_backward(dy, y, x, gamma, mean, invstd) -> (dx, dgamma, dbeta)
-                        batch_norm_backward(relu_backward(dy, y), x, gamma, mean, invstd)
+  batch_norm_relu_forward(x, gamma, beta, eps, mask=None) -> (y, mean, invstd)
+                        y = relu(batch_norm_forward(x)) (* mask: a dropout mask of x's shape)
+  batch_norm_relu_backward(dy, y, x, gamma, mean, invstd, mask=None) -> (dx, dgamma, dbeta)
+                        batch_norm_backward(relu_backward(dy (* mask), y), x, gamma, mean,
+                        invstd), y the forward's output
 
 Engine ops (ENGINE_API): the array math of minifit's functional ops, autograd, losses and
 optimizers outside the layer kernels (elementwise arithmetic with broadcasting, sums,

@@ -4,7 +4,7 @@ results are C-contiguous (``channels_last`` is accepted and changes nothing here
 from __future__ import annotations
 
 from ..shapes import pair
-from .elementwise import add, relu_backward, relu_forward
+from .elementwise import add, mul, relu_backward, relu_forward
 from .gemm import conv2d_backward, conv2d_forward
 from .norm import batch_norm_backward, batch_norm_forward, batch_norm_inference
 from .pool import maxout_backward, maxout_forward, maxout_pool_backward, maxout_pool_forward
@@ -41,12 +41,15 @@ def bn_relu_conv2d_forward(x, gamma, beta, running_mean, running_var, eps, w, b,
     return y if residual is None else add(y, residual)
 
 
-def batch_norm_relu_forward(x, gamma, beta, eps=1e-5):
-    """relu_forward of batch_norm_forward's output -> (y, mean, invstd)."""
+def batch_norm_relu_forward(x, gamma, beta, eps=1e-5, mask=None):
+    """relu_forward of batch_norm_forward's output (times the dropout mask, if given) ->
+    (y, mean, invstd)."""
     z, mean, invstd = batch_norm_forward(x, gamma, beta, eps)
-    return relu_forward(z), mean, invstd
+    y = relu_forward(z)
+    return (y if mask is None else mul(y, mask)), mean, invstd
 
 
-def batch_norm_relu_backward(dy, y, x, gamma, mean, invstd):
-    """batch_norm_backward of relu_backward(dy, y) -> (dx, dgamma, dbeta)."""
-    return batch_norm_backward(relu_backward(dy, y), x, gamma, mean, invstd)
+def batch_norm_relu_backward(dy, y, x, gamma, mean, invstd, mask=None):
+    """batch_norm_backward of relu_backward(dy * mask, y) -> (dx, dgamma, dbeta)."""
+    g = dy if mask is None else mul(dy, mask)
+    return batch_norm_backward(relu_backward(g, y), x, gamma, mean, invstd)

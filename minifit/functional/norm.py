@@ -7,7 +7,8 @@ import kernels as K
 
 from ..tensor import Tensor, as_tensor
 from . import _check
-from .activation import relu as _relu
+from .. import random as mrandom
+from .activation import dropout as _dropout, relu as _relu
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True,
@@ -23,16 +24,23 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
 
 
 def batch_norm_relu(x, gamma, beta, running_mean=None, running_var=None, training=True,
-                    momentum=0.1, eps=1e-5, group=None) -> Tensor:
-    """relu(batch_norm(x, ...)), the pre-activation of a residual block, as one op: in
-    training one kernel writes max(y, 0) (kernels.batch_norm_relu_forward), and one computes
-    the backward, batch_norm_backward(relu_backward(g, out)) (kernels.batch_norm_relu_backward)."""
-    return _batch_norm("batch_norm_relu", x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                       relu=True, group=group)
+                    momentum=0.1, eps=1e-5, group=None, dropout=0.0, rng=None) -> Tensor:
+    """relu(batch_norm(x, ...)), the pre-activation of a residual block, and with ``dropout``
+    = p > 0 then dropout(., p, training, rng) (a wide block's BN, ReLU, dropout), as one op:
+    in training one kernel writes max(y, 0) (times the dropout mask, drawn first exactly as
+    F.dropout draws it: the same values as the composition), kernels.batch_norm_relu_forward,
+    and one computes the backward, batch_norm_backward(relu_backward(g * mask, out))
+    (kernels.batch_norm_relu_backward)."""
+    if not 0.0 <= dropout < 1.0:
+        _check.fail("batch_norm_relu", f"dropout must be in [0, 1), got {dropout}")
+    fused = training and dropout > 0.0 and (group is None or group.size <= 1)
+    out = _batch_norm("batch_norm_relu", x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                      relu=True, group=group, dropout=dropout if fused else 0.0, rng=rng)
+    return out if fused else _dropout(out, dropout, training, rng)
 
 
 def _batch_norm(name, x, gamma, beta, running_mean, running_var, training, momentum, eps, relu=False,
-                group=None):
+                group=None, dropout=0.0, rng=None):
     x, gamma, beta = as_tensor(x), as_tensor(gamma), as_tensor(beta)
     _check.ndim(name, x, (2, 4), "input", "N, C or N, C, H, W")
     C = x.shape[1]
@@ -54,8 +62,10 @@ def _batch_norm(name, x, gamma, beta, running_mean, running_var, training, momen
     if count < 2:
         _check.fail(name, f"training needs more than one value per channel, got input {x.shape}")
     if relu:
-        y, mu, invstd = K.batch_norm_relu_forward(x.data, gamma.data, beta.data, eps)
-        backward = lambda g: K.batch_norm_relu_backward(g, y, x.data, gamma.data, mu, invstd)  # noqa: E731
+        mask = None if not dropout else \
+            K.dropout_mask(x.shape, dropout, mrandom.generator() if rng is None else rng, x.dtype, like=x.data)
+        y, mu, invstd = K.batch_norm_relu_forward(x.data, gamma.data, beta.data, eps, mask)
+        backward = lambda g: K.batch_norm_relu_backward(g, y, x.data, gamma.data, mu, invstd, mask)  # noqa: E731
     else:
         y, mu, invstd = K.batch_norm_forward(x.data, gamma.data, beta.data, eps)
         backward = lambda g: K.batch_norm_backward(g, x.data, gamma.data, mu, invstd)  # noqa: E731

@@ -55,7 +55,7 @@ class WideBlock(Module):
             return _bn_relu_conv(self.bn2, self.conv2, _bn_relu_conv(self.bn1, self.conv1, x), shortcut)
         a = _bn_relu(self.bn1, x)
         h = self.conv1(a)
-        h = self.conv2(self.drop(_bn_relu(self.bn2, h)))
+        h = self.conv2(_bn_relu(self.bn2, h, self.drop.p))   # (BN, ReLU and self.drop as one op)
         return F.add(h, self.shortcut(a) if self.projects else x)
 
     def num_mults(self, in_shape, out_shape):
@@ -71,9 +71,9 @@ class WideBlock(Module):
         return f"{self.in_channels} -> {self.out_channels}, stride={self.stride}, dropout={self.p}{proj}"
 
 
-def _bn_relu(bn, x):
+def _bn_relu(bn, x, dropout=0.0):
     return F.batch_norm_relu(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.training,
-                             bn.momentum, bn.eps, bn.group)
+                             bn.momentum, bn.eps, bn.group, dropout)
 
 
 def _bn_relu_conv(bn, conv, x, residual=None):

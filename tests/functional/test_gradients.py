@@ -196,6 +196,39 @@ def test_batch_norm_relu(n, c, spatial, training, seed):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
+@given(n=st.integers(2, 4), c=st.integers(1, 3), spatial=st.booleans(), training=st.booleans(),
+       p=st.sampled_from([0.0, 0.3, 0.5]), seed=seeds)
+def test_batch_norm_relu_dropout(n, c, spatial, training, p, seed):
+    """relu(batch_norm) with dropout fused (a wide block's BN, ReLU, dropout): finite
+    differences with the mask held fixed (one seed per evaluation), and bitwise the
+    composition's values, gradients and running statistics (the same mask, drawn from the
+    same generator)."""
+    shape = (n, c, 3, 2) if spatial else (n, c)
+    x, g, b = leaf(randn(seed, *shape)), leaf(randn(seed + 1, c)), leaf(randn(seed + 2, c))
+    rm, rv = randn(seed + 3, c), np.abs(randn(seed + 4, c)) + 0.5
+    wgt = leaf(randn(seed + 5, *shape), False)
+    check_grad(lambda x, g, b: F.batch_norm_relu(x, g, b, rm.copy(), rv.copy(), training, dropout=p,
+                                                 rng=seed) * wgt, [x, g, b])
+    out = []
+    for fused in (True, False):
+        for t in (x, g, b):
+            t.grad = None
+        r1, r2 = rm.copy(), rv.copy()
+        gen = np.random.default_rng(seed)
+        y = (F.batch_norm_relu(x, g, b, r1, r2, training, dropout=p, rng=gen) if fused
+             else F.dropout(F.batch_norm_relu(x, g, b, r1, r2, training), p, training, rng=gen))
+        (y * wgt).sum().backward()
+        out.append([y.numpy(), x.grad, g.grad, b.grad, r1, r2, gen.random()])
+    for a, e in zip(*out):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_batch_norm_relu_dropout_checks():
+    x = leaf(randn(0, 4, 2))
+    with pytest.raises(ValueError, match="dropout must be in"):
+        F.batch_norm_relu(x, leaf(np.ones(2)), leaf(np.zeros(2)), dropout=1.0)
+
+
 def test_batch_norm_statistics_and_running_update():
     x = leaf(randn(0, 8, 3, 4, 4) * 3 + 1)
     rm, rv = np.zeros(3), np.ones(3)

@@ -221,6 +221,13 @@ def test_batch_norm_relu_fused_api(kc, rng):
     want = ref.batch_norm_backward(ref.relu_backward(dy, ref.relu_forward(yr)), x, gamma, mr, ir)
     for g, r in zip(got, want):
         close(g, r)
+    mask = ref.dropout_mask(x.shape, 0.4, 3, x.dtype)   # with a dropout mask
+    y, mean, invstd = kernels.batch_norm_relu_forward(dev(x), dev(gamma), dev(beta), 1e-5, dev(mask))
+    close(y, ref.relu_forward(yr) * mask)
+    got = kernels.batch_norm_relu_backward(dev(dy), y, dev(x), dev(gamma), mean, invstd, dev(mask))
+    want = ref.batch_norm_backward(ref.relu_backward(dy * mask, ref.relu_forward(yr)), x, gamma, mr, ir)
+    for g, r in zip(got, want):
+        close(g, r)
 
 
 def test_bn_relu_conv2d_forward(kc, rng):

@@ -279,6 +279,23 @@ def test_gap_bn_relu(dt, n, c, h, w, four_d, cnhw, seed):
         for u, v in zip(got, want):
             assert u.dtype == v.dtype and u.shape == v.shape
             np.testing.assert_allclose(u, v, **tol)
+    # ... with a dropout mask (in the other layout than x): relu(BN) * mask, and the
+    # backward of BN of relu_backward(dy * mask, y): bitwise the unmasked kernels' values
+    # times the mask (the same roundings), within tol of the reference composition
+    mask = cpu.dropout_mask(xb.shape, 0.4, seed, dt)
+    ym, mm, im = cpu.batch_norm_relu_forward(layout(xb, cnhw), gamma, beta, 1e-3, layout(mask, not cnhw))
+    np.testing.assert_array_equal(ym, yf * mask)
+    np.testing.assert_array_equal(mm, mf)
+    np.testing.assert_array_equal(im, invf)
+    want = ref.batch_norm_backward(ref.relu_backward(dy * mask, yr_relu), xb, gamma, mf, invf)
+    got = cpu.batch_norm_relu_backward(layout(dy, cnhw), ym, layout(xb, cnhw), gamma, mf, invf,
+                                       layout(mask, not cnhw))
+    for u, v, e in zip(got, want, cpu.batch_norm_relu_backward(dy * mask, yf, xb, gamma, mf, invf)):
+        assert u.dtype == v.dtype and u.shape == v.shape
+        np.testing.assert_allclose(u, v, **tol)
+        np.testing.assert_allclose(u, e, rtol=0, atol=(1e-5 if dt == np.float32 else 1e-12) * max(1, np.abs(e).max()))
+    with pytest.raises(ValueError, match="mask"):
+        cpu.batch_norm_relu_forward(xb, gamma, beta, 1e-3, np.ones((n, c + 1) + xb.shape[2:], dt))
     rm, rv = arr(rng, (c,), dt), np.abs(arr(rng, (c,), dt)) + 0.1
     close(cpu.batch_norm_inference(xb, gamma, beta, rm, rv, 1e-5),
           ref.batch_norm_inference(xb, gamma, beta, rm, rv, 1e-5), dt)
