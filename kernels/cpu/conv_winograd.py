@@ -15,8 +15,8 @@ Per 2x2 output tile (input tile d 4x4, kernel g 3x3, xi = 4*i + j over the 16 po
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 
 T = m * th * tw tiles for a chunk of m samples (th = ceil(OH/2), tw = ceil(OW/2)). Every
-pass computes V and the forward's M in NHWC rows (wino_rows_chunks, the section "the
-NHWC-rows transforms"): each chunk of samples is copied once into a zero-bordered scratch
+pass computes V and the forward's M in NHWC rows (wino_rows_chunks; the section "the
+forward and V: NHWC rows"): each chunk of samples is copied once into a zero-bordered scratch
 split by column parity (the padding, and the tile remainder of odd maps, come from its
 border), V[xi] and M[xi] are (T, C) / (T, O) matrices held in (16, S) stacks (S padded:
 stack_stride), the 16 products (T x C) @ U[xi]^T (C x O) are contiguous GEMMs (one
