@@ -164,8 +164,9 @@ def chunk_samples(n, c, o, t_per, threads, elems=None):
 # dx is kept as its even and odd columns (xe, xo: (2*th+2, tw+1)), so the columns
 # 2b..2b+3 of tile b are xe[b], xo[b], xe[b+1], xo[b+1]. These loops touch 16 streams of
 # dM / dV, more than LLVM's runtime alias checks allow, so they run scalar (forcing the
-# vectoriser past its limit made the transforms 1.0-3.4x slower: the checks run at every
-# row of tiles).
+# vectoriser past its limit, llvmlite's -vectorize-memory-check-threshold, made the CNHW
+# input transform 1.3-3.4x slower on 7 layer shapes in one run, 0.9-1.7x in a noisier
+# one: the checks run at every row of tiles).
 @njit(inline="always")
 def _merge_plane(xe, xo, H, W, ph, pw, Wh, plane):
     """plane[h, t] = the padded position (h + ph, t + pw) of the split scratch xe / xo
@@ -343,6 +344,20 @@ def _stack(buf, rows, cols):
     return buf[:, :rows * cols].reshape(16, rows, cols)
 
 
+def _split_scratch(nb, th, tw, c, dt):
+    """A chunk's split copy of x for _v_rows (its zero border is the padding: split_pad_k
+    writes only the interior, so it is zeroed once and reused)."""
+    return np.zeros((nb, 2 * th + 2, 2, tw + 1, c), dt)
+
+
+def _v_rows(xb, lay, n0, m, pad, pre, xs, th, tw, vb):
+    """V[xi] of samples n0..n0+m-1 as (m*th*tw, C) rows into the stack vb (returned as a
+    (16, m*th*tw, C) view): the split copy into xs, then the vectorised transform."""
+    split_pad_k(xb, lay, n0, m, pad[0], pad[1], xs, *pre)
+    input_transform_rows_k(xs, m, th, tw, vb)
+    return _stack(vb, m * th * tw, xs.shape[4])
+
+
 def _forward_setup(x, w, b, oh, ow):
     """-> (n, c, o, dtype, th, tw, tiles per sample, OH*OW, bias (O,): zeros for None)."""
     th, tw = tiles(oh, ow)
@@ -377,15 +392,14 @@ def wino_backward(dyc, x, w, pad, need_dx):
     def task(g, _w):
         vb = np.empty((16, stack_stride(c * nb * t1)), dt)
         mb = np.empty((16, stack_stride(o * nb * t1)), dt)
-        xs = np.zeros((nb, 2 * th + 2, 2, tw + 1, c), dt)   # (its zero border: the padding)
+        xs = _split_scratch(nb, th, tw, c, dt)
         tmp = None
         for i in range(chunks * g // groups, chunks * (g + 1) // groups):
             n0 = i * nb
             m = min(nb, n - n0)
-            split_pad_k(xb, lay, n0, m, ph, pw, xs, *pre)
-            input_transform_rows_k(xs, m, th, tw, vb)   # V[xi] as (tiles, C) rows
+            vr = _v_rows(xb, lay, n0, m, pad, pre, xs, th, tw, vb)   # V[xi] as (tiles, C) rows
             output_adjoint_k(dyc, n0, m, th, tw, mb)
-            vr, dm = _stack(vb, m * t1, c), _stack(mb, o, m * t1)
+            dm = _stack(mb, o, m * t1)
             if acc[g] is None:
                 acc[g] = np.matmul(dm, vr)
                 tmp = np.empty_like(acc[g])
@@ -414,8 +428,9 @@ def wino_backward(dyc, x, w, pad, need_dx):
 # loads and 1 store, and each output position's row one loop over O values with 4 loads
 # and 1 store: few enough distinct streams for LLVM's runtime alias checks (at most 8),
 # so it vectorises them. (The first training forms ran along rows of tiles in CNHW, 16
-# store streams, scalar: the copy and this input transform together take 0.56-0.76x of
-# that one's time on wrn-10-2, fitnet-1 and mnist-fitnet layers: tuning.WINO_MIN_C.)
+# store streams, scalar: the copy and this input transform together took 0.53-0.76x of
+# that one's time on wrn-10-2, fitnet-1 and mnist-fitnet layers, two runs:
+# tuning.WINO_MIN_C.)
 @kern
 def split_pad_k(xb, lay, n0, m, ph, pw, xs, pre, scale, shift):
     """Samples n0..n0+m-1 of xb (layout ``lay``: NCHW, CNHW or NHWC) into xs (m, Hp, 2,
@@ -555,7 +570,6 @@ def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None, con
     made in 16x16 tiles (for consumers that read z along positions). b: None or tied (O,);
     ``pre``: (True, scale, shift) reads relu(x * scale[c] + shift[c]) instead of x."""
     n, c, o, dt, th, tw, t1, p, bias = _forward_setup(x, w, b, oh, ow)
-    ph, pw = pad
     xb, lay = rows_in(x)
     ut = np.ascontiguousarray(filter_transform(w).transpose(0, 2, 1))   # (16, C, O)
     pre = no_pre(dt) if pre is None else pre
@@ -564,8 +578,8 @@ def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None, con
 
     def task(i, wid):
         got = bufs.get(wid)
-        if got is None:   # (xs's zero border is the padding: written once, never touched)
-            got = bufs[wid] = (np.zeros((nb, 2 * th + 2, 2, tw + 1, c), dt),
+        if got is None:
+            got = bufs[wid] = (_split_scratch(nb, th, tw, c, dt),
                                np.empty((16, stack_stride(nb * t1 * c)), dt),
                                np.empty((16, stack_stride(nb * t1 * o)), dt),
                                np.empty(8 * tw * o, dt),
@@ -575,9 +589,7 @@ def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None, con
         n0 = i * nb
         m = min(nb, n - n0)
         z = zb[:m * p] if rows_out is None else rows_out[n0 * p:(n0 + m) * p]
-        split_pad_k(xb, lay, n0, m, ph, pw, xs, *pre)
-        input_transform_rows_k(xs, m, th, tw, vb)
-        np.matmul(vb[:, :m * t1 * c].reshape(16, m * t1, c), ut, out=mb[:, :m * t1 * o].reshape(16, m * t1, o))
+        np.matmul(_v_rows(xb, lay, n0, m, pad, pre, xs, th, tw, vb), ut, out=_stack(mb, m * t1, o))
         output_transform_rows_k(mb, m, th, tw, oh, ow, bias, z, rs)
         if contiguous:
             zt = zc[:o * m * p].reshape(o, m * p)

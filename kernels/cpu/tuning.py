@@ -281,8 +281,9 @@ WINO_MIN_C, WINO_MIN_O, WINO_MIN_P = 12, 32, 36
 WINO_ROWS = True
 # Its chunks: V and M of up to this many elements (wino_rows_chunks, every forward; the
 # backward keeps WINO_CHUNK_ELEMS: 2^20 there made training steps 1.03-1.07x slower,
-# ab_paths.py --b "WINO_CHUNK_ELEMS=1<<20" --kinds train, 2026-12-07; the training forward at
-# 2^18 instead of 2^20, --b "WINO_ROWS_CHUNK_ELEMS=1<<18": 0.97-1.02x, kept). Bigger chunks mean fewer Python-level calls per layer (at 2^18 fitnet-1's
+# ab_paths.py --b "WINO_CHUNK_ELEMS=1<<20" --kinds train, 2026-12-07; the training forward
+# at 2^18 instead of 2^20, --b "WINO_ROWS_CHUNK_ELEMS=1<<18": 0.97-1.02x, kept). Bigger
+# chunks mean fewer Python-level calls per layer (at 2^18 fitnet-1's
 # 16-map layers ran one sample per chunk). Whole inference passes against 2^18 (ab_paths.py,
 # medians of 15): 2^19 mnist-fitnet 0.95, fitnet-1 0.92, fitnet-4 1.01, wrn-10-2 1.00; 2^20
 # 0.91, 0.92, 1.02, 1.00; against 2^20: 2^21 1.08, 1.16, 0.99, 1.10; 2^22 1.30, 1.26,

@@ -24,8 +24,14 @@ def dropout(x, p: float, training: bool = True, rng=None) -> Tensor:
         _check.fail("dropout", f"p must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    mask = K.dropout_mask(x.shape, p, mrandom.generator() if rng is None else rng, x.dtype, like=x.data)
+    mask = dropout_mask(x, p, rng)
     return Tensor.from_op(K.mul(x.data, mask), (x,), lambda g: (K.mul(g, mask),))
+
+
+def dropout_mask(x, p: float, rng=None):
+    """The mask dropout(x, p, rng=rng) multiplies x by (x's shape, dtype and device): the one
+    place the draw is made, so the ops that fold it in (F.batch_norm_relu) draw the same."""
+    return K.dropout_mask(x.shape, p, mrandom.generator() if rng is None else rng, x.dtype, like=x.data)
 
 
 def softmax_array(a, axis=-1):

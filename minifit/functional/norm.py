@@ -7,8 +7,7 @@ import kernels as K
 
 from ..tensor import Tensor, as_tensor
 from . import _check
-from .. import random as mrandom
-from .activation import dropout as _dropout, relu as _relu
+from .activation import dropout as _dropout, dropout_mask as _dropout_mask, relu as _relu
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True,
@@ -62,8 +61,7 @@ def _batch_norm(name, x, gamma, beta, running_mean, running_var, training, momen
     if count < 2:
         _check.fail(name, f"training needs more than one value per channel, got input {x.shape}")
     if relu:
-        mask = None if not dropout else \
-            K.dropout_mask(x.shape, dropout, mrandom.generator() if rng is None else rng, x.dtype, like=x.data)
+        mask = _dropout_mask(x, dropout, rng) if dropout else None
         y, mu, invstd = K.batch_norm_relu_forward(x.data, gamma.data, beta.data, eps, mask)
         backward = lambda g: K.batch_norm_relu_backward(g, y, x.data, gamma.data, mu, invstd, mask)  # noqa: E731
     else:
