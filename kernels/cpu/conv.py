@@ -18,7 +18,8 @@ Which path runs when (forward):
     ... channels_last, O <=          rows GEMM, weights piece-major,         NHWC
         NHWC_MAX_O, C >= ROWS_MIN_C  pool.mo_rows_k (vectorised selects)
     ... channels_last, stride 1,     Winograd in NHWC rows (wino_rows_chunks), NHWC
-        3x3, use_winograd_rows       then mo_rows_k
+        3x3, use_winograd_rows       maxout (+ pool) in its output transform
+                                     (output_transform_maxout_k: pool.mo_row)
     ... stride 1, kh*kw >= 25,       FFT (conv_fft), then mo_rows_k          CNHW, or NHWC
         C >= 32, OH*OW >= 36                                                 with channels_last
         (>= 64 with channels_last)
@@ -440,7 +441,15 @@ def conv2d_maxout_forward(x, w, b, stride, pad, pieces, pool=None, pool_stride=N
         if fft:
             fft_conv_rows(x, wp, bp, pad, oh, ow, reduce_rows)
         elif wino_rows:
-            wino_rows_chunks(x, wp, bp, pad, oh, ow, reduce_rows)
+            # the maxout (+ pool) made by the output transform, one output row at a time
+            # in L1, instead of whole rows z reduced by mo_rows_k: inference against that
+            # (benchmarks/ab_paths.py --kinds infer, medians of 21, a temporary flag,
+            # 2026-12-07, Intel Xeon 2 cores), wall / CPU clock: fitnet-1 1.03 / 1.02,
+            # fitnet-4 1.04 / 1.03, mnist-fitnet 0.99 / 1.00 faster
+            bmo = bu if bu is not None else (np.zeros(o, dt) if bp is None else bp).reshape(1, o)
+            wino_rows_chunks(x, wp, None, pad, oh, ow, None,
+                             maxout=(pieces, None if pool is None else (pkh, pkw, psh, psw, yh, yw), y, arg,
+                                     np.ascontiguousarray(bmo), int(bu is not None)))
         else:
             _conv_chunks(x, wp, bp, stride, pad, oh, ow, dt, reduce_rows, rows=True)
         y, arg = from_rows(y, n, yh, yw), from_rows(arg, n, yh, yw)

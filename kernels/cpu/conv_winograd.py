@@ -22,7 +22,8 @@ border), V[xi] and M[xi] are (T, C) / (T, O) matrices held in (16, S) stacks (S 
 stack_stride), the 16 products (T x C) @ U[xi]^T (C x O) are contiguous GEMMs (one
 np.matmul on the 3-D views, single-threaded BLAS inside the thread pool), and the
 transforms run along the maps, vectorised. The forward hands its consumer the chunk as
-NHWC rows (evaluation passes: the maxout reduction or the residual add read them) or, for
+NHWC rows (evaluation passes: the residual add reads them; evaluation maxout convs reduce
+each output row inside the output transform instead, output_transform_maxout_k) or, for
 the training layout, transposed in 16x16 tiles to (O, m, OH*OW) (conv._conv_chunks'
 contract). The backward (wino_backward) recomputes V the same way (nothing is stored
 between the passes), makes dM (O, T) from the CNHW dy and sums dU = dM @ V; dx goes back
@@ -57,6 +58,7 @@ from numba import njit
 from . import runtime, tuning
 from .layouts import CNHW, NHWC, U, nc, pl, rows_in, rows_to_cnhw_k
 from .patches import copy_run, no_pre
+from .pool import mo_row, pool_rows
 from .runtime import kern, parallel, single_blas
 
 # the filter transform (_filter_k and its adjoint _filter_grad_k are this matrix, written out)
@@ -527,58 +529,109 @@ def input_transform_rows_k(xs, m, th, tw, v):
             _v_run(vf, U(15) * ST + dst, sf, rw[1] + cl[1], rw[3] + cl[1], rw[1] + cl[3], rw[3] + cl[3], -1, -1, L)
 
 
+@njit(inline="always")
+def _out_rows(mf, src, ST, L, rs):
+    """The row pass of Y = A^T M A over one row of tiles (L = tw * O values of each point
+    from mf[src + xi * ST]) into rs: R0_j = M(0,j) + M(1,j) + M(2,j) at rs[j * L],
+    R1_j = M(1,j) - M(2,j) - M(3,j) at rs[(4 + j) * L]."""
+    for j in range(4):
+        s0 = U(j) * ST + src
+        s1 = s0 + U(4) * ST
+        s2 = s1 + U(4) * ST
+        s3 = s2 + U(4) * ST
+        d0 = U(j) * L
+        d1 = d0 + U(4) * L
+        for q in range(L):
+            rs[d0 + q] = mf[s0 + q] + mf[s1 + q] + mf[s2 + q]
+        for q in range(L):
+            rs[d1 + q] = mf[s1 + q] - mf[s2 + q] - mf[s3 + q]
+
+
+@njit(inline="always")
+def _out_cols(rs, L, uO, tw, ow, u, bias, bstep, p0, zf, z0):
+    """The column pass of output row u of a row of tiles (rs from _out_rows): Y(u, 2b) =
+    R_u0 + R_u1 + R_u2, Y(u, 2b+1) = R_u1 - R_u2 - R_u3, + the bias row of the position
+    (row (p0 + t) * bstep for column t: bstep 0 for a tied bias), into zf[z0 + t*O ..]
+    for the ow columns t of the row."""
+    for b in range(tw):
+        e0 = U(4 * u) * L + U(b) * uO
+        e1 = e0 + L
+        e2 = e1 + L
+        e3 = e2 + L
+        p = z0 + U(2 * b) * uO
+        br = bias[(p0 + 2 * b) * bstep]
+        for o in range(uO):
+            zf[p + o] = rs[e0 + o] + rs[e1 + o] + rs[e2 + o] + br[o]
+        if 2 * b + 1 < ow:
+            p1 = p + uO
+            br = bias[(p0 + 2 * b + 1) * bstep]
+            for o in range(uO):
+                zf[p1 + o] = rs[e1 + o] - rs[e2 + o] - rs[e3 + o] + br[o]
+
+
 @kern
 def output_transform_rows_k(mm, m, th, tw, oh, ow, bias, z, rs):
     """Y = A^T M A + bias of every tile of mm (16, S) (row xi: the (m*th*tw, O) matrix
     M[xi], rows as input_transform_rows_k's) into z (m*oh*ow, O), the NHWC rows of the
-    chunk; remainder tiles of odd maps write only their first row / column. rs: scratch
-    of >= 8*tw*O values (the row pass of one row of tiles)."""
-    O = z.shape[1]
-    uO = U(O)
-    L = U(tw * O)
+    chunk; bias (1, O). Remainder tiles of odd maps write only their first row / column.
+    rs: scratch of >= 8*tw*O values (the row pass of one row of tiles)."""
+    uO = U(z.shape[1])
+    L = U(tw) * uO
     mf = mm.reshape(-1)
     zf = z.reshape(-1)
     ST = U(mm.shape[1])
     for n in range(m):
         for a in range(th):
-            src = U((n * th + a) * tw) * uO
-            # rows: R0_j = M(0,j) + M(1,j) + M(2,j), R1_j = M(1,j) - M(2,j) - M(3,j)
-            for j in range(4):
-                s0 = U(j) * ST + src
-                s1 = s0 + U(4) * ST
-                s2 = s1 + U(4) * ST
-                s3 = s2 + U(4) * ST
-                d0 = U(j) * L
-                d1 = d0 + U(4) * L
-                for q in range(L):
-                    rs[d0 + q] = mf[s0 + q] + mf[s1 + q] + mf[s2 + q]
-                for q in range(L):
-                    rs[d1 + q] = mf[s1 + q] - mf[s2 + q] - mf[s3 + q]
+            _out_rows(mf, U((n * th + a) * tw) * uO, ST, L, rs)
             for u in range(2 if 2 * a + 1 < oh else 1):
-                row = U((n * oh + 2 * a + u) * ow)
-                for b in range(tw):
-                    e0 = U(4 * u) * L + U(b) * uO
-                    e1 = e0 + L
-                    e2 = e1 + L
-                    e3 = e2 + L
-                    p = (row + U(2 * b)) * uO
-                    # columns: Y(u,0) = R_u0 + R_u1 + R_u2, Y(u,1) = R_u1 - R_u2 - R_u3
-                    for o in range(uO):
-                        zf[p + o] = rs[e0 + o] + rs[e1 + o] + rs[e2 + o] + bias[o]
-                    if 2 * b + 1 < ow:
-                        p1 = p + uO
-                        for o in range(uO):
-                            zf[p1 + o] = rs[e1 + o] - rs[e2 + o] - rs[e3 + o] + bias[o]
+                _out_cols(rs, L, uO, tw, ow, u, bias, 0, 0, zf, U((n * oh + 2 * a + u) * ow) * uO)
 
 
-def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None, contiguous=False):
+@kern
+def output_transform_maxout_k(mm, m, th, tw, oh, ow, bias, bstep, pieces, pool, n0, y, arg, mv, mi, rs, zr):
+    """Maxout (with ``pool`` = (kh, kw, sh, sw, yh, yw), not None: then max pool) of Y =
+    A^T M A + bias of every tile of mm (16, S) (as output_transform_rows_k) into the NHWC
+    rows of samples n0..n0+m-1 of y, arg (N*yh*yw, C), Y never stored whole: each output
+    row goes through the scratch zr (>= ow*O values, in L1) and is reduced at once
+    (pool.mo_row, maps piece-major: q*C + c) -- bitwise what output_transform_rows_k then
+    pool.mo_rows_k give (the same sums, selects and arg encodings). bias (1 or OH*OW, O):
+    row p * bstep for position p (bstep 0: tied). mv, mi: scratch (OH*OW, C) of one
+    sample's maxout when pooling; rs as output_transform_rows_k's."""
+    uC = U(y.shape[1])
+    uO = U(pieces) * uC
+    L = U(tw) * uO
+    HW = oh * ow
+    mf = mm.reshape(-1)
+    zf = zr.reshape(-1)
+    ST = U(mm.shape[1])
+    for n in range(m):
+        for a in range(th):
+            _out_rows(mf, U((n * th + a) * tw) * uO, ST, L, rs)
+            for u in range(2 if 2 * a + 1 < oh else 1):
+                p0 = (2 * a + u) * ow
+                _out_cols(rs, L, uO, tw, ow, u, bias, bstep, p0, zf, U(0))
+                for t in range(ow):
+                    row = zf[U(t) * uO:U(t + 1) * uO]
+                    if pool is None:   # args: the piece q
+                        r = (n0 + n) * HW + p0 + t
+                        mo_row(row, pieces, uC, y[r], arg[r], 0, 1)
+                    else:   # args: q * HW + p (mo_rows_k's pooled encoding)
+                        mo_row(row, pieces, uC, mv[p0 + t], mi[p0 + t], p0 + t, HW)
+        if pool is not None:
+            pool_rows(mv, mi, oh, ow, pool[0], pool[1], pool[2], pool[3], pool[4], pool[5], y, arg,
+                      (n0 + n) * pool[4] * pool[5])
+
+def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None, contiguous=False, maxout=None):
     """conv2d_forward(x, w, b, 1, pad) of a 3x3 kernel by F(2x2, 3x3) with NHWC rows out,
     per chunk of samples over the thread pool, the contract of conv._conv_chunks(rows=True):
     consume(z, n0) gets each chunk's output as z (O, m, OH*OW), a transposed view of its
     NHWC rows (m*OH*OW, O) (valid only during the call); with ``rows_out`` ((N*OH*OW, O))
     those rows are rows_out's from n0*OH*OW on; with ``contiguous``, z is a C-ordered copy
     made in 16x16 tiles (for consumers that read z along positions). b: None or tied (O,);
-    ``pre``: (True, scale, shift) reads relu(x * scale[c] + shift[c]) instead of x."""
+    ``pre``: (True, scale, shift) reads relu(x * scale[c] + shift[c]) instead of x.
+    ``maxout`` = (pieces, pool, y, arg, bias, bstep): no z and no consume; each chunk is
+    reduced by output_transform_maxout_k into the NHWC rows y, arg (its pool, bias and
+    bstep; w's maps piece-major, b None)."""
     n, c, o, dt, th, tw, t1, p, bias = _forward_setup(x, w, b, oh, ow)
     xb, lay = rows_in(x)
     ut = np.ascontiguousarray(filter_transform(w).transpose(0, 2, 1))   # (16, C, O)
@@ -589,18 +642,25 @@ def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None, con
     def task(i, wid):
         got = bufs.get(wid)
         if got is None:
+            cy = o if maxout is None else o // maxout[0]
+            sp = p if maxout is not None and maxout[1] is not None else 1
             got = bufs[wid] = (_split_scratch(nb, th, tw, c, dt),
                                np.empty((16, stack_stride(nb * t1 * c)), dt),
                                np.empty((16, stack_stride(nb * t1 * o)), dt),
                                np.empty(8 * tw * o, dt),
-                               np.empty((nb * p, o), dt) if rows_out is None else None,
-                               np.empty(o * nb * p, dt) if contiguous else None)
-        xs, vb, mb, rs, zb, zc = got
+                               np.empty((nb * p, o), dt) if rows_out is None and maxout is None else None,
+                               np.empty(o * nb * p, dt) if contiguous else None,
+                               (np.empty((sp, cy), dt), np.empty((sp, cy), np.int32), np.empty(ow * o, dt)))
+        xs, vb, mb, rs, zb, zc, (mv, mi, zr) = got
         n0 = i * nb
         m = min(nb, n - n0)
-        z = zb[:m * p] if rows_out is None else rows_out[n0 * p:(n0 + m) * p]
         np.matmul(_v_rows(xb, lay, n0, m, pad, pre, xs, th, tw, vb), ut, out=_stack(mb, m * t1, o))
-        output_transform_rows_k(mb, m, th, tw, oh, ow, bias, z, rs)
+        if maxout is not None:
+            pieces, pool, y, arg, bmo, bstep = maxout
+            output_transform_maxout_k(mb, m, th, tw, oh, ow, bmo, bstep, pieces, pool, n0, y, arg, mv, mi, rs, zr)
+            return
+        z = zb[:m * p] if rows_out is None else rows_out[n0 * p:(n0 + m) * p]
+        output_transform_rows_k(mb, m, th, tw, oh, ow, bias.reshape(1, o), z, rs)
         if contiguous:
             zt = zc[:o * m * p].reshape(o, m * p)
             rows_to_cnhw_k(z, 0, zt, zt[:, :0])

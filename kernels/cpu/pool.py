@@ -21,6 +21,8 @@ Which path runs when:
                                                                                  _pool_scratch
   conv2d_maxout_forward, rows path     mo_rows_k          NHWC rows, maps        selects along
     (channels_last, FFT)                                  piece-major -> NHWC    the maps
+    (channels_last, Winograd)          conv_winograd.output_transform_maxout_k: each output
+                                       row reduced by mo_row as the transform makes it
   *_backward                           _maxout_bwd_k,     any -> CNHW dx         gather /
                                        _pool_scatter_k                           scatter-add
   conv2d_maxout_backward (conv.py)     mo_bwd_chunk_k     dy, arg -> a chunk     as the two
@@ -397,6 +399,55 @@ def mopool_into_k(z, pieces, H, W, kh, kw, sh, sw, oh, ow, n0, y, arg):
             _pool_scratch(mv, mi, H, W, kh, kw, sh, sw, oh, ow, y[c, n0 + n], arg[c, n0 + n], U(0))
 
 
+@njit(inline="always")
+def mo_row(row, pieces, uC, yr, ar, code0, step):
+    """Maxout of one row of positions x maps (row: pieces*C values, piece-major q*C + c)
+    into yr, ar (C,): first max wins, ar = code0 + q * step for the winning piece q."""
+    for c in range(uC):
+        yr[c] = row[c]
+        ar[c] = code0
+    for q in range(1, pieces):
+        qo = U(q) * uC
+        code = code0 + q * step
+        for c in range(uC):
+            v = row[qo + c]
+            g = v > yr[c]
+            yr[c] = v if g else yr[c]
+            ar[c] = code if g else ar[c]
+
+
+@njit(inline="always")
+def pool_rows(mv, mi, H, W, kh, kw, sh, sw, oh, ow, y, arg, r0):
+    """Max pool of one sample's maxout rows mv (H*W, C), args mi, into the NHWC rows
+    r0..r0+oh*ow-1 of y, arg (ceil-mode windows clipped at the border, scanned row by
+    row; first max wins), vectorised along the C maps."""
+    uC = U(y.shape[1])
+    for a in range(oh):
+        h0 = a * sh
+        h1 = min(h0 + kh, H)
+        for b in range(ow):
+            w0 = b * sw
+            w1 = min(w0 + kw, W)
+            yr = y[r0 + a * ow + b]
+            ar = arg[r0 + a * ow + b]
+            first = mv[h0 * W + w0]
+            firsti = mi[h0 * W + w0]
+            for c in range(uC):
+                yr[c] = first[c]
+                ar[c] = firsti[c]
+            for hh in range(h0, h1):
+                for ww in range(w0, w1):
+                    if hh == h0 and ww == w0:
+                        continue
+                    vr = mv[hh * W + ww]
+                    ir = mi[hh * W + ww]
+                    for c in range(uC):
+                        v = vr[c]
+                        g = v > yr[c]
+                        yr[c] = v if g else yr[c]
+                        ar[c] = ir[c] if g else ar[c]
+
+
 @kern
 def mo_rows_k(zt, pieces, H, W, kh, kw, sh, sw, oh, ow, pool, n0, y, arg):
     """Maxout (and with ``pool`` max pool) of a rows-GEMM chunk zt (m*H*W, pieces*C), its
@@ -410,62 +461,14 @@ def mo_rows_k(zt, pieces, H, W, kh, kw, sh, sw, oh, ow, pool, n0, y, arg):
     uC = U(C)
     if not pool:
         for r in range(m * HW):
-            row = zt[r]
-            yr = y[n0 * HW + r]
-            ar = arg[n0 * HW + r]
-            for c in range(uC):
-                yr[c] = row[c]
-                ar[c] = 0
-            for q in range(1, pieces):
-                qo = U(q) * uC
-                for c in range(uC):
-                    v = row[qo + c]
-                    g = v > yr[c]
-                    yr[c] = v if g else yr[c]
-                    ar[c] = q if g else ar[c]
+            mo_row(zt[r], pieces, uC, y[n0 * HW + r], arg[n0 * HW + r], 0, 1)
         return
     mv = np.empty((HW, C), dtype=zt.dtype)
     mi = np.empty((HW, C), dtype=np.int32)
     for n in range(m):
         for e in range(HW):
-            row = zt[n * HW + e]
-            mvr = mv[e]
-            mir = mi[e]
-            for c in range(uC):
-                mvr[c] = row[c]
-                mir[c] = e
-            for q in range(1, pieces):
-                qo = U(q) * uC
-                code = q * HW + e
-                for c in range(uC):
-                    v = row[qo + c]
-                    g = v > mvr[c]
-                    mvr[c] = v if g else mvr[c]
-                    mir[c] = code if g else mir[c]
-        for a in range(oh):
-            h0 = a * sh
-            h1 = min(h0 + kh, H)
-            for b in range(ow):
-                w0 = b * sw
-                w1 = min(w0 + kw, W)
-                yr = y[(n0 + n) * oh * ow + a * ow + b]
-                ar = arg[(n0 + n) * oh * ow + a * ow + b]
-                first = mv[h0 * W + w0]
-                firsti = mi[h0 * W + w0]
-                for c in range(uC):
-                    yr[c] = first[c]
-                    ar[c] = firsti[c]
-                for hh in range(h0, h1):
-                    for ww in range(w0, w1):
-                        if hh == h0 and ww == w0:
-                            continue
-                        vr = mv[hh * W + ww]
-                        ir = mi[hh * W + ww]
-                        for c in range(uC):
-                            v = vr[c]
-                            g = v > yr[c]
-                            yr[c] = v if g else yr[c]
-                            ar[c] = ir[c] if g else ar[c]
+            mo_row(zt[n * HW + e], pieces, uC, mv[e], mi[e], e, HW)
+        pool_rows(mv, mi, H, W, kh, kw, sh, sw, oh, ow, y, arg, (n0 + n) * oh * ow)
 
 
 # ------------------------------------------------------------------ global average pool

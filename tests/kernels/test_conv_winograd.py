@@ -9,9 +9,11 @@ BOUND = 1 leaves room for random data; a transposed or shifted kernel, a missed 
 wrong padding is off by O(1) of max |ref| (test_bound_catches_wrong_kernel)."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from kernels import cpu, reference as ref
-from kernels.cpu import conv as cpu_conv, conv_winograd as cw, runtime, tuning
+from kernels.cpu import conv as cpu_conv, conv_winograd as cw, pool as cpu_pool, runtime, tuning
+from kernels.shapes import pool_out
 from kernels.cpu.layouts import from_rows, is_nhwc
 
 BOUND = {np.float32: 1.0, np.float64: 1.0}
@@ -390,3 +392,80 @@ def test_rows_form_chunks_threads_and_wrong_kernel(monkeypatch):
         assert_close(rows_forward(x, np.ascontiguousarray(w.transpose(0, 1, 3, 2)), None, 1), yr, 144, "transposed")
     with pytest.raises(AssertionError):
         assert_close(np.roll(rows_forward(x, w, None, 1), 1, axis=3), yr, 144, "shifted")
+
+
+@st.composite
+def maxout_case(draw):
+    pool = draw(st.sampled_from([None, (2, 2), (3, 2), (4, 2), (8, 1)]))
+    return dict(n=draw(st.integers(1, 5)), c=draw(st.integers(1, 6)), units=draw(st.integers(1, 4)),
+                pieces=draw(st.integers(1, 4)), h=draw(st.integers(1, 9)), w=draw(st.integers(1, 9)),
+                pad=draw(st.integers(0, 2)), pool=pool, bias=draw(st.sampled_from([None, "tied", "untied"])),
+                layout=draw(st.sampled_from(["nchw", "cnhw", "nhwc"])), seed=draw(st.integers(0, 2**16)))
+
+
+def _maxout_rows_composition(x, w, b, pad, pieces, pool, ps):
+    """The unfused evaluation path: wino_rows_chunks' rows (maps piece-major), the bias
+    added, then pool.mo_rows_k -> (y, arg) as NHWC rows."""
+    n, o = x.shape[0], w.shape[0]
+    cy = o // pieces
+    oh, ow = x.shape[2] + 2 * pad - 2, x.shape[3] + 2 * pad - 2
+    perm = np.arange(o).reshape(cy, pieces).T.reshape(-1)
+    rows = np.empty((n * oh * ow, o), x.dtype)
+    cw.wino_rows_chunks(x, w[perm], None, (pad, pad), oh, ow, lambda z, n0: None, rows_out=rows)
+    if b is not None:
+        bp = b[perm]
+        rows.reshape(n, oh * ow, o)[:] += bp.reshape(o, -1).T if b.ndim == 3 else bp
+    kh, kw, sh, sw = (1, 1, 1, 1) if pool is None else pool + ps
+    yh, yw = (oh, ow) if pool is None else pool_out("test", oh, ow, kh, kw, sh, sw, True)
+    y = np.empty((n * yh * yw, cy), x.dtype)
+    arg = np.empty((n * yh * yw, cy), np.uint8 if pool is None else np.int32)
+    cpu_pool.mo_rows_k(rows, pieces, oh, ow, kh, kw, sh, sw, yh, yw, pool is not None, 0, y, arg)
+    return from_rows(y, n, yh, yw), from_rows(arg, n, yh, yw)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@settings(max_examples=40, deadline=None)
+@given(k=maxout_case(), threads=st.sampled_from([1, 2]), small_chunks=st.booleans())
+def test_maxout_by_output_transform(dt, k, threads, small_chunks):
+    """Evaluation-mode conv2d_maxout_forward by Winograd reduces each position's pieces in
+    the output transform (output_transform_maxout_k: the conv output never stored): bitwise
+    the rows then pool.mo_rows_k (continuous data), and with small-integer data (every sum
+    exact, ties everywhere) the reference's values and args exactly; every layout, odd maps
+    (remainder tiles), pool or none, no / tied / untied bias, 1-2 threads, many chunks."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tuning, "WINO_MIN_C", 1)
+        mp.setattr(tuning, "WINO_MIN_O", 1)
+        mp.setattr(tuning, "WINO_MIN_P", 1)
+        mp.setattr(tuning, "SMALL_FWD_MIN_GROWTH", float("inf"))   # (small maps, wide padding)
+        mp.setattr(runtime, "GEMM_THREADS", threads)
+        mp.setattr(runtime, "NT", threads)
+        if small_chunks:
+            mp.setattr(tuning, "WINO_ROWS_CHUNK_ELEMS", 1)
+            mp.setattr(tuning, "WINO_MIN_TILES", 1)
+        _check_maxout_by_output_transform(dt, k)
+
+
+def _check_maxout_by_output_transform(dt, k):
+    n, c, o, pad, pieces, pool = k["n"], k["c"], k["units"] * k["pieces"], k["pad"], k["pieces"], k["pool"]
+    h, wd = k["h"] + 2, k["w"] + 2   # (a 3x3 kernel with no padding needs 3 rows)
+    oh, ow = h + 2 * pad - 2, wd + 2 * pad - 2
+    ps = None if pool is None else (pool[1],) * 2
+    assert cw.use_winograd_rows(c, o, 3, 3, (1, 1), oh, ow)
+    rng = np.random.default_rng(k["seed"])
+    for data in ("continuous", "integer"):
+        draw = (lambda sh: rng.standard_normal(sh)) if data == "continuous" else (lambda sh: rng.integers(-2, 3, sh))
+        x, w = draw((n, c, h, wd)).astype(dt), draw((o, c, 3, 3)).astype(dt)
+        b = None if k["bias"] is None else draw((o,) if k["bias"] == "tied" else (o, oh, ow)).astype(dt)
+        xin = {"nchw": x, "cnhw": cnhw(x), "nhwc": nhwc(x)}[k["layout"]]
+        y, a = cpu.conv2d_maxout_forward(xin, w, b, 1, pad, pieces, pool, ps, True, channels_last=True)
+        assert y.dtype == dt and a.dtype == (np.uint8 if pool is None else np.int32)
+        if data == "continuous":
+            yc, ac = _maxout_rows_composition(xin, w, b, pad, pieces, pool, ps)
+            np.testing.assert_array_equal(y, yc)
+            np.testing.assert_array_equal(a, ac)
+        else:
+            zr = ref.conv2d_forward(x, w, b, 1, pad)
+            yr, ar = ref.maxout_forward(zr, pieces) if pool is None else ref.maxout_pool_forward(zr, pieces, pool,
+                                                                                                ps, True)
+            np.testing.assert_array_equal(y, yr)
+            np.testing.assert_array_equal(a, ar)
