@@ -161,14 +161,22 @@ def chunk_samples(n, c, o, t_per, threads, elems=None):
 
 
 # ------------------------------------------------------------------ the backward's CNHW transforms
-# dM from the CNHW dy and dx from dV (C, T), one plane at a time along rows of tiles b
-# (the 16 points' rows of dM / dV are contiguous in the tile index). The padded plane of
-# dx is kept as its even and odd columns (xe, xo: (2*th+2, tw+1)), so the columns
-# 2b..2b+3 of tile b are xe[b], xo[b], xe[b+1], xo[b+1]. These loops touch 16 streams of
-# dM / dV, more than LLVM's runtime alias checks allow, so they run scalar (forcing the
+# dM from the CNHW dy and dx from dV (C, T), one map at a time (the 16 points' rows of
+# dM / dV are contiguous in the tile index). A loop that touches the 16 streams of dM / dV
+# at once needs more runtime alias checks than LLVM allows, so it runs scalar (forcing the
 # vectoriser past its limit, llvmlite's -vectorize-memory-check-threshold, made the CNHW
 # input transform 1.3-3.4x slower on 7 layer shapes in one run, 0.9-1.7x in a noisier
-# one: the checks run at every row of tiles).
+# one: the checks run at every row of tiles). So the output adjoint first splits a map's
+# tiles' dY into four runs (one scalar pass, 4 stores per tile), then makes each point's
+# row by its own loop (vectorised): per call against the tile-by-tile loop (4 loads, 16
+# stores), one thread, batch 128, real chunk sizes, medians of 11, 2026-12-07 (Intel
+# Xeon): 0.41x the time at 16 -> 32 maps of 32x32, 0.44-0.55x at 16x16 .. 24x24, 0.56-0.69x at
+# 10x10 .. 12x12, 0.68-0.78x at 8x8, 0.82x at 6x6 outputs; training steps 1.05x faster
+# (fitnet-1, wrn-10-2, fitnet-4) and 1.01x (mnist-fitnet) on the wall clock, 1.03-1.07x
+# on the CPU clock (benchmarks/ab_paths.py --kinds train, medians of 15, the old kernel
+# behind a temporary flag). The input adjoint keeps the padded plane of dx as its even
+# and odd columns (xe, xo: (2*th+2, tw+1)), so the columns 2b..2b+3 of tile b are xe[b],
+# xo[b], xe[b+1], xo[b+1], and runs scalar along rows of tiles.
 @njit(inline="always")
 def _merge_plane(xe, xo, H, W, ph, pw, Wh, plane):
     """plane[h, t] = the padded position (h + ph, t + pw) of the split scratch xe / xo
@@ -181,56 +189,118 @@ def _merge_plane(xe, xo, H, W, ph, pw, Wh, plane):
             plane[h, U(j + j + U(1) - U(pw))] = xo[r + j]
 
 
+@njit(inline="always")
+def _dm_run(df, d, sc, T, k):
+    """dM[k] of T tiles from their split dY (sc: y00 | y01 | y10 | y11, T values each)
+    into df[d..d+T): the A dY A^T combination of point k, one vectorised loop (1-4 loads,
+    1 store; k a constant where it is called, so one branch remains)."""
+    a = U(0)
+    b = T
+    c = T + T
+    e = c + T
+    if k == 0:
+        for t in range(T):
+            df[d + t] = sc[a + t]
+    elif k == 1:
+        for t in range(T):
+            df[d + t] = sc[a + t] + sc[b + t]
+    elif k == 2:
+        for t in range(T):
+            df[d + t] = sc[a + t] - sc[b + t]
+    elif k == 3:
+        for t in range(T):
+            df[d + t] = -sc[b + t]
+    elif k == 4:
+        for t in range(T):
+            df[d + t] = sc[a + t] + sc[c + t]
+    elif k == 5:
+        for t in range(T):
+            df[d + t] = (sc[a + t] + sc[b + t]) + (sc[c + t] + sc[e + t])
+    elif k == 6:
+        for t in range(T):
+            df[d + t] = (sc[a + t] - sc[b + t]) + (sc[c + t] - sc[e + t])
+    elif k == 7:
+        for t in range(T):
+            df[d + t] = -sc[b + t] - sc[e + t]
+    elif k == 8:
+        for t in range(T):
+            df[d + t] = sc[a + t] - sc[c + t]
+    elif k == 9:
+        for t in range(T):
+            df[d + t] = (sc[a + t] + sc[b + t]) - (sc[c + t] + sc[e + t])
+    elif k == 10:
+        for t in range(T):
+            df[d + t] = (sc[a + t] - sc[b + t]) - (sc[c + t] - sc[e + t])
+    elif k == 11:
+        for t in range(T):
+            df[d + t] = sc[e + t] - sc[b + t]
+    elif k == 12:
+        for t in range(T):
+            df[d + t] = -sc[c + t]
+    elif k == 13:
+        for t in range(T):
+            df[d + t] = -(sc[c + t] + sc[e + t])
+    elif k == 14:
+        for t in range(T):
+            df[d + t] = -(sc[c + t] - sc[e + t])
+    else:
+        for t in range(T):
+            df[d + t] = sc[e + t]
+
+
 @kern
 def output_adjoint_k(dyb, n0, m, th, tw, dm):
     """dM = A dY A^T of every 2x2 tile of samples n0..n0+m-1 of dyb (O, N, oh, ow) (the
-    remainder tiles of odd maps padded with zeros) into dm (16, S) (row xi: the (O, m*th*tw) matrix
-    dM[xi])."""
+    remainder tiles of odd maps padded with zeros) into dm (16, S) (row xi: the (O,
+    m*th*tw) matrix dM[xi]). Per map o: the four dY of its tiles in the chunk split into
+    four contiguous runs (y00, y01, y10, y11; the one scalar pass), then each point's row
+    of those tiles by one vectorised loop (_dm_run). (Written tile by tile, 4 loads and 16 stores, this
+    ran scalar: 16 store streams.)"""
     O = dyb.shape[0]
     oh = dyb.shape[2]
     ow = dyb.shape[3]
-    T = th * tw
+    T = U(th * tw)
     df = dm.reshape(-1)
     ST = U(dm.shape[1])
     fh = oh // 2
     fw = ow // 2
-    zero = np.zeros(1, dyb.dtype)[0]
+    R = U(m) * T   # one map's tiles in the chunk: dM[xi][o] is a contiguous run of R
+    sc = np.zeros(4 * m * th * tw, dtype=dyb.dtype)   # (zeros past an odd map's edge stay)
     for o in range(O):
         for n in range(m):
             p = dyb[o, n0 + n].reshape(-1)
             for a in range(th):
-                i0 = U(o * m * T + n * T + a * tw)
-                q0 = U(2 * a * ow)
-                full_a = a < fh
-                for b in range(U(tw)):
-                    q = q0 + b + b
-                    full_b = b < U(fw)
-                    y00 = p[q]
-                    y01 = p[q + U(1)] if full_b else zero
-                    y10 = p[q + U(ow)] if full_a else zero
-                    y11 = p[q + U(ow + 1)] if (full_a and full_b) else zero
-                    # rows (A dY, A = [[1, 0], [1, 1], [1, -1], [0, -1]]), then columns
-                    s0 = y00 + y01
-                    s1 = y00 - y01
-                    u0 = y10 + y11
-                    u1 = y10 - y11
-                    i = i0 + b
-                    df[i] = y00
-                    df[i + ST] = s0
-                    df[i + U(2) * ST] = s1
-                    df[i + U(3) * ST] = -y01
-                    df[i + U(4) * ST] = y00 + y10
-                    df[i + U(5) * ST] = s0 + u0
-                    df[i + U(6) * ST] = s1 + u1
-                    df[i + U(7) * ST] = -y01 - y11
-                    df[i + U(8) * ST] = y00 - y10
-                    df[i + U(9) * ST] = s0 - u0
-                    df[i + U(10) * ST] = s1 - u1
-                    df[i + U(11) * ST] = y11 - y01
-                    df[i + U(12) * ST] = -y10
-                    df[i + U(13) * ST] = -u0
-                    df[i + U(14) * ST] = -u1
-                    df[i + U(15) * ST] = y11
+                t0 = U(n) * T + U(a * tw)
+                r0 = U(2 * a * ow)
+                for b in range(U(fw)):
+                    sc[t0 + b] = p[r0 + b + b]
+                    sc[R + t0 + b] = p[r0 + b + b + U(1)]
+                if fw < tw:   # odd ow: the last tile's right column is zero
+                    sc[t0 + U(fw)] = p[r0 + U(2 * fw)]
+                if a < fh:
+                    r1 = r0 + U(ow)
+                    for b in range(U(fw)):
+                        sc[R + R + t0 + b] = p[r1 + b + b]
+                        sc[R + R + R + t0 + b] = p[r1 + b + b + U(1)]
+                    if fw < tw:
+                        sc[R + R + t0 + U(fw)] = p[r1 + U(2 * fw)]
+        d = U(o) * R
+        _dm_run(df, d, sc, R, 0)
+        _dm_run(df, d + ST, sc, R, 1)
+        _dm_run(df, d + U(2) * ST, sc, R, 2)
+        _dm_run(df, d + U(3) * ST, sc, R, 3)
+        _dm_run(df, d + U(4) * ST, sc, R, 4)
+        _dm_run(df, d + U(5) * ST, sc, R, 5)
+        _dm_run(df, d + U(6) * ST, sc, R, 6)
+        _dm_run(df, d + U(7) * ST, sc, R, 7)
+        _dm_run(df, d + U(8) * ST, sc, R, 8)
+        _dm_run(df, d + U(9) * ST, sc, R, 9)
+        _dm_run(df, d + U(10) * ST, sc, R, 10)
+        _dm_run(df, d + U(11) * ST, sc, R, 11)
+        _dm_run(df, d + U(12) * ST, sc, R, 12)
+        _dm_run(df, d + U(13) * ST, sc, R, 13)
+        _dm_run(df, d + U(14) * ST, sc, R, 14)
+        _dm_run(df, d + U(15) * ST, sc, R, 15)
 
 
 @njit(inline="always")
