@@ -169,9 +169,10 @@ def chunk_samples(n, c, o, t_per, threads, elems=None):
 # one: the checks run at every row of tiles). So the output adjoint first splits a map's
 # tiles' dY into four runs (one scalar pass, 4 stores per tile), then makes each point's
 # row by its own loop (vectorised): per call against the tile-by-tile loop (4 loads, 16
-# stores), one thread, batch 128, real chunk sizes, medians of 11, 2026-12-07 (Intel
-# Xeon): 0.41x the time at 16 -> 32 maps of 32x32, 0.44-0.55x at 16x16 .. 24x24, 0.56-0.69x at
-# 10x10 .. 12x12, 0.68-0.78x at 8x8, 0.82x at 6x6 outputs; training steps 1.05x faster
+# stores), one thread, batch 128, the chunk sizes chunk_samples picks, medians of 11,
+# 2026-12-07 (Intel Xeon): 0.41x the time at 16 -> 32 maps of 32x32, 0.44-0.55x at
+# 16x16 .. 24x24, 0.56-0.69x at 10x10 .. 12x12, 0.68-0.78x at 8x8, 0.82x at 6x6
+# outputs (bitwise the same values); training steps 1.05x faster
 # (fitnet-1, wrn-10-2, fitnet-4) and 1.01x (mnist-fitnet) on the wall clock, 1.03-1.07x
 # on the CPU clock (benchmarks/ab_paths.py --kinds train, medians of 15, the old kernel
 # behind a temporary flag). The input adjoint keeps the padded plane of dx as its even
@@ -254,8 +255,8 @@ def output_adjoint_k(dyb, n0, m, th, tw, dm):
     remainder tiles of odd maps padded with zeros) into dm (16, S) (row xi: the (O,
     m*th*tw) matrix dM[xi]). Per map o: the four dY of its tiles in the chunk split into
     four contiguous runs (y00, y01, y10, y11; the one scalar pass), then each point's row
-    of those tiles by one vectorised loop (_dm_run). (Written tile by tile, 4 loads and 16 stores, this
-    ran scalar: 16 store streams.)"""
+    of those tiles by one vectorised loop (_dm_run). (Written tile by tile, 4 loads and 16
+    stores, this ran scalar: 16 store streams.)"""
     O = dyb.shape[0]
     oh = dyb.shape[2]
     ow = dyb.shape[3]
@@ -479,7 +480,7 @@ def wino_backward(dyc, x, w, pad, need_dx):
             # tiles: O*T values in cache instead of a separate pass over all of dy.
             # Training steps against that pass (benchmarks/ab_paths.py --kinds train, medians
             # of 15, 2026-12-07, Intel Xeon 2 cores), CPU clock / wall: fitnet-1 1.04 / 0.99,
-            # mnist-fitnet 1.04 / 1.00, wrn-10-2 1.01 / 1.05, fitnet-4 1.01 / - faster
+            # mnist-fitnet 1.04 / 1.00, wrn-10-2 1.01 / 1.05 faster; fitnet-4 1.01 (CPU)
             if acc[g] is None:
                 acc[g] = np.matmul(dm, vr)
                 tmp = np.empty_like(acc[g])
@@ -690,6 +691,7 @@ def output_transform_maxout_k(mm, m, th, tw, oh, ow, bias, bstep, pieces, pool, 
         if pool is not None:
             pool_rows(mv, mi, oh, ow, pool[0], pool[1], pool[2], pool[3], pool[4], pool[5], y, arg,
                       (n0 + n) * pool[4] * pool[5])
+
 
 def wino_rows_chunks(x, w, b, pad, oh, ow, consume, pre=None, rows_out=None, contiguous=False, maxout=None):
     """conv2d_forward(x, w, b, 1, pad) of a 3x3 kernel by F(2x2, 3x3) with NHWC rows out,
