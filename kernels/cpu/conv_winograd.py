@@ -191,62 +191,29 @@ def _merge_plane(xe, xo, H, W, ph, pw, Wh, plane):
 
 
 @njit(inline="always")
-def _dm_run(df, d, sc, T, k):
-    """dM[k] of T tiles from their split dY (sc: y00 | y01 | y10 | y11, T values each)
-    into df[d..d+T): the A dY A^T combination of point k, one vectorised loop (1-4 loads,
-    1 store; k a constant where it is called, so one branch remains)."""
-    a = U(0)
-    b = T
-    c = T + T
-    e = c + T
-    if k == 0:
-        for t in range(T):
-            df[d + t] = sc[a + t]
-    elif k == 1:
-        for t in range(T):
-            df[d + t] = sc[a + t] + sc[b + t]
-    elif k == 2:
-        for t in range(T):
-            df[d + t] = sc[a + t] - sc[b + t]
-    elif k == 3:
-        for t in range(T):
-            df[d + t] = -sc[b + t]
-    elif k == 4:
-        for t in range(T):
-            df[d + t] = sc[a + t] + sc[c + t]
-    elif k == 5:
-        for t in range(T):
-            df[d + t] = (sc[a + t] + sc[b + t]) + (sc[c + t] + sc[e + t])
-    elif k == 6:
-        for t in range(T):
-            df[d + t] = (sc[a + t] - sc[b + t]) + (sc[c + t] - sc[e + t])
-    elif k == 7:
-        for t in range(T):
-            df[d + t] = -sc[b + t] - sc[e + t]
-    elif k == 8:
-        for t in range(T):
-            df[d + t] = sc[a + t] - sc[c + t]
-    elif k == 9:
-        for t in range(T):
-            df[d + t] = (sc[a + t] + sc[b + t]) - (sc[c + t] + sc[e + t])
-    elif k == 10:
-        for t in range(T):
-            df[d + t] = (sc[a + t] - sc[b + t]) - (sc[c + t] - sc[e + t])
-    elif k == 11:
-        for t in range(T):
-            df[d + t] = sc[e + t] - sc[b + t]
-    elif k == 12:
-        for t in range(T):
-            df[d + t] = -sc[c + t]
-    elif k == 13:
-        for t in range(T):
-            df[d + t] = -(sc[c + t] + sc[e + t])
-    elif k == 14:
-        for t in range(T):
-            df[d + t] = -(sc[c + t] - sc[e + t])
-    else:
-        for t in range(T):
-            df[d + t] = sc[e + t]
+def _a_row(x0, x1, i):
+    """Row i of A x for A = [[1, 0], [1, 1], [1, -1], [0, -1]] (i a constant where it is
+    called: the branches fold away)."""
+    if i == 0:
+        return x0
+    if i == 1:
+        return x0 + x1
+    if i == 2:
+        return x0 - x1
+    return -x1
+
+
+@njit(inline="always")
+def _dm_run(df, d, sc, T, i, j):
+    """dM[4i + j] = (A dY A^T)[i, j] of T tiles from their split dY (sc: y00 | y01 | y10 |
+    y11, T values each) into df[d..d+T): the columns (j) of each dY row, then the rows (i);
+    one loop with 1-4 loads and 1 store, vectorised."""
+    for t in range(T):
+        y00 = sc[t]
+        y01 = sc[T + t]
+        y10 = sc[T + T + t]
+        y11 = sc[T + T + T + t]
+        df[d + t] = _a_row(_a_row(y00, y01, j), _a_row(y10, y11, j), i)
 
 
 @kern
@@ -286,22 +253,22 @@ def output_adjoint_k(dyb, n0, m, th, tw, dm):
                     if fw < tw:
                         sc[R + R + t0 + U(fw)] = p[r1 + U(2 * fw)]
         d = U(o) * R
-        _dm_run(df, d, sc, R, 0)
-        _dm_run(df, d + ST, sc, R, 1)
-        _dm_run(df, d + U(2) * ST, sc, R, 2)
-        _dm_run(df, d + U(3) * ST, sc, R, 3)
-        _dm_run(df, d + U(4) * ST, sc, R, 4)
-        _dm_run(df, d + U(5) * ST, sc, R, 5)
-        _dm_run(df, d + U(6) * ST, sc, R, 6)
-        _dm_run(df, d + U(7) * ST, sc, R, 7)
-        _dm_run(df, d + U(8) * ST, sc, R, 8)
-        _dm_run(df, d + U(9) * ST, sc, R, 9)
-        _dm_run(df, d + U(10) * ST, sc, R, 10)
-        _dm_run(df, d + U(11) * ST, sc, R, 11)
-        _dm_run(df, d + U(12) * ST, sc, R, 12)
-        _dm_run(df, d + U(13) * ST, sc, R, 13)
-        _dm_run(df, d + U(14) * ST, sc, R, 14)
-        _dm_run(df, d + U(15) * ST, sc, R, 15)
+        _dm_run(df, d, sc, R, 0, 0)
+        _dm_run(df, d + ST, sc, R, 0, 1)
+        _dm_run(df, d + U(2) * ST, sc, R, 0, 2)
+        _dm_run(df, d + U(3) * ST, sc, R, 0, 3)
+        _dm_run(df, d + U(4) * ST, sc, R, 1, 0)
+        _dm_run(df, d + U(5) * ST, sc, R, 1, 1)
+        _dm_run(df, d + U(6) * ST, sc, R, 1, 2)
+        _dm_run(df, d + U(7) * ST, sc, R, 1, 3)
+        _dm_run(df, d + U(8) * ST, sc, R, 2, 0)
+        _dm_run(df, d + U(9) * ST, sc, R, 2, 1)
+        _dm_run(df, d + U(10) * ST, sc, R, 2, 2)
+        _dm_run(df, d + U(11) * ST, sc, R, 2, 3)
+        _dm_run(df, d + U(12) * ST, sc, R, 3, 0)
+        _dm_run(df, d + U(13) * ST, sc, R, 3, 1)
+        _dm_run(df, d + U(14) * ST, sc, R, 3, 2)
+        _dm_run(df, d + U(15) * ST, sc, R, 3, 3)
 
 
 @njit(inline="always")
